@@ -1,0 +1,17 @@
+"""spark-submit / Databricks entry point: ``spark-submit jobs/monitor.py --config conf/x.yaml [--start ...]``.
+
+The session is the one spark-submit (or Databricks) started; locally it is built with the Delta defaults.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Allow running from a checkout without installing the package (e.g. spark-submit on a cluster).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from lakemon.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main(["run", *sys.argv[1:]]))

@@ -1,0 +1,27 @@
+"""Alerts: rules over every signal with persistence, hysteresis and escalation (see :mod:`.engine`)."""
+
+from lakemon.alerts.engine import (
+    SEVERITIES,
+    SIGNALS,
+    AlertRow,
+    Observation,
+    alert_id,
+    default_rules,
+    evaluate,
+    rule_matches,
+    rules_for,
+    summarize,
+)
+
+__all__ = [
+    "SEVERITIES",
+    "SIGNALS",
+    "AlertRow",
+    "Observation",
+    "alert_id",
+    "default_rules",
+    "evaluate",
+    "rule_matches",
+    "rules_for",
+    "summarize",
+]

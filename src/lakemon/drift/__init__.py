@@ -1,0 +1,1 @@
+"""Drift statistics computed on the driver from sketch summaries (pure numpy/scipy)."""

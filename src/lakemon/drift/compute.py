@@ -1,0 +1,212 @@
+"""Drift per window x slice x column against the baseline and the previous window, from sketch cells.
+
+The cells come from the ``sketches`` layout (counts, moments, quantiles read off the KLL sketch at a fixed
+probability grid, category frequencies), so the same code serves fresh windows, windows read back from
+the table, merged coarser windows and the stored baseline profile. The verdict rests on effect size by
+default (distance above a threshold); ``robust`` subtracts each statistic's critical value at the two
+sample sizes; ``pvalue`` uses KS / chi-squared p-values with Benjamini-Hochberg (or Bonferroni) across
+the columns x slices of a window.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from lakemon.context import Results, RunContext
+from lakemon.drift import stats
+
+CellId = tuple[datetime, str | None, str | None, str]
+
+
+def numeric_summary(cell: Mapping[str, Any]) -> stats.NumericSummary:
+    """A numeric sketch cell as the statistics module's summary."""
+    n = int(cell.get("non_null") or 0)
+    s, ss = cell.get("value_sum"), cell.get("value_sum_sq")
+    mean = std = None
+    if n > 0 and s is not None:
+        mean = float(s) / n
+        if n > 1 and ss is not None:
+            std = math.sqrt(max(float(ss) - float(s) * float(s) / n, 0.0) / (n - 1))
+    q = cell.get("quantiles")
+    quantiles = np.asarray(q, dtype=float) if q is not None and len(q) else None
+    return stats.NumericSummary(
+        n=n if quantiles is not None else 0,
+        nulls=int(cell.get("nulls") or 0),
+        mean=mean,
+        std=std,
+        quantiles=quantiles,
+    )
+
+
+def categorical_summary(cell: Mapping[str, Any]) -> stats.CategoricalSummary:
+    """A categorical sketch cell as the statistics module's summary."""
+    freqs = cell.get("frequencies") or {}
+    if not isinstance(freqs, dict):
+        freqs = dict(freqs)
+    return stats.CategoricalSummary(
+        n=int(cell.get("non_null") or 0),
+        nulls=int(cell.get("nulls") or 0),
+        counts={str(k): int(v) for k, v in freqs.items()},
+    )
+
+
+def rule_for(ctx: RunContext, column: str, column_type: str) -> tuple[str, float]:
+    """The deciding statistic and threshold of a column (per-column override or the type default)."""
+    d = ctx.cfg.drift
+    if column in d.columns:
+        return d.columns[column].statistic, d.columns[column].threshold
+    if column_type == "numeric":
+        return d.numeric_statistic, d.numeric_threshold
+    return d.categorical_statistic, d.categorical_threshold
+
+
+def compare(
+    ctx: RunContext, cur: Mapping[str, Any], ref: Mapping[str, Any] | None
+) -> tuple[dict[str, tuple[float | None, float | None]], int, int, int, str | None]:
+    """All statistics of one cell vs its reference: (stats, n, m, categories, reason-if-not-computed)."""
+    ctype = cur["column_type"]
+    if ref is None:
+        return {}, 0, 0, 0, "no reference data for this column and slice"
+    if ctype == "numeric":
+        a, b = numeric_summary(ref), numeric_summary(cur)
+        n, m = a.n, b.n
+        k = ctx.cfg.drift.psi_bins
+        values = stats.numeric_drift(a, b, ctx.probs, psi_bins=ctx.cfg.drift.psi_bins)
+    else:
+        ca, cb = categorical_summary(ref), categorical_summary(cur)
+        n, m = ca.n, cb.n
+        k = len(set(ca.counts) | set(cb.counts))
+        values = stats.categorical_drift(ca, cb)
+    min_n = ctx.cfg.drift.min_samples
+    if n < min_n or m < min_n:
+        return values, n, m, k, f"too few rows (current {m}, reference {n}; drift.min_samples={min_n})"
+    return values, n, m, k, None
+
+
+def _primary(ctx: RunContext, column: str, ctype: str) -> tuple[str, float]:
+    stat, threshold = rule_for(ctx, column, ctype)
+    if ctx.cfg.drift.mode == "pvalue":
+        stat = "ks" if ctype == "numeric" else "chi2"
+    return stat, threshold
+
+
+def finalize(ctx: RunContext, results: Results) -> list[dict[str, Any]]:
+    """Rows of ``drift_metrics`` for every window, slice and column of the run, for each reference."""
+    d = ctx.cfg.drift
+    if not d.enabled:
+        return []
+    rows: list[dict[str, Any]] = []
+    pending: list[tuple[dict[str, Any], float | None, int, int, int]] = []  # primary rows awaiting a verdict
+    sketch_err = stats.ks_error_bound(d.sketch_k, d.quantile_points)
+    for (ws, sk, sv, col), cur in sorted(
+        results.cells.items(), key=lambda kv: (kv[0][0], kv[0][1] or "", kv[0][2] or "", kv[0][3])
+    ):
+        role = ctx.columns.role(col)
+        if (role == "label" and not d.include_label) or (
+            role in ("score", "prediction") and not d.include_prediction
+        ):
+            continue
+        ctype = cur["column_type"]
+        for reference in d.references:
+            if reference == "baseline":
+                ref = results.baseline_cells.get((sk, sv, col))
+                if ref is None:
+                    ref = results.baseline_cells.get((None, None, col))
+                ref_ws = None
+            else:
+                ref_ws = ws - ctx.window
+                ref = results.cells.get((ref_ws, sk, sv, col)) or results.reference_cells.get(
+                    (ref_ws, sk, sv, col)
+                )
+            values, n, m, k, reason = compare(ctx, cur, ref)
+            primary, threshold = _primary(ctx, col, ctype)
+            base = {
+                **ctx.key_columns(ws, sk, sv),
+                "column_name": col,
+                "column_type": ctype,
+                "reference": reference,
+                "reference_window_start": ref_ws,
+                "current_count": int(cur.get("non_null") or 0),
+                "reference_count": int(ref.get("non_null") or 0) if ref is not None else None,
+            }
+            if not values:
+                rows.append(
+                    {
+                        **base,
+                        "statistic": primary,
+                        "value": None,
+                        "p_value": None,
+                        "threshold": threshold,
+                        "drifted": None,
+                        "reason": reason,
+                    }
+                )
+                continue
+            for stat_name, (value, p_value) in values.items():
+                blocked = reason is not None and stat_name not in ("count_delta", "null_ratio_delta")
+                v = None if blocked or value is None or not np.isfinite(value) else float(value)
+                p = None if blocked or p_value is None or not np.isfinite(p_value) else float(p_value)
+                row = {
+                    **base,
+                    "statistic": stat_name,
+                    "value": v,
+                    "p_value": p,
+                    "threshold": None,
+                    "drifted": None,
+                    "reason": reason if v is None else None,
+                }
+                if stat_name == primary:
+                    row["threshold"] = threshold
+                    if v is None:
+                        row["reason"] = row["reason"] or reason or "statistic undefined for this cell"
+                    else:
+                        pending.append((row, p, n, m, k))
+                rows.append(row)
+    _decide(ctx, pending, sketch_err)
+    return rows
+
+
+def _decide(
+    ctx: RunContext, pending: list[tuple[dict[str, Any], float | None, int, int, int]], sketch_err: float
+) -> None:
+    d = ctx.cfg.drift
+    if d.mode == "pvalue":
+        groups: dict[tuple[Any, str], list[int]] = {}
+        for i, (row, _p, _n, _m, _k) in enumerate(pending):
+            groups.setdefault((row["window_start"], row["reference"]), []).append(i)
+        adjusted: dict[int, float | None] = {}
+        for idx in groups.values():
+            ps = np.array([pending[i][1] if pending[i][1] is not None else np.nan for i in idx], dtype=float)
+            if d.correction == "bh":
+                adj = stats.benjamini_hochberg(ps)
+            elif d.correction == "bonferroni":
+                adj = stats.bonferroni(ps)
+            else:
+                adj = ps
+            for i, a in zip(idx, adj, strict=True):
+                adjusted[i] = None if not np.isfinite(a) else float(a)
+        for i, (row, _p, n, m, _k) in enumerate(pending):
+            padj = adjusted.get(i)
+            row["p_value"] = padj
+            row["drifted"] = None if padj is None else bool(padj < d.alpha)
+            row["threshold"] = d.alpha
+        return
+    for row, p, n, m, k in pending:
+        drifted, _eff = stats.decide(
+            row["statistic"],
+            row["value"],
+            p,
+            row["threshold"],
+            d.mode,
+            n,
+            m,
+            alpha=d.alpha,
+            k=max(k, 2),
+            sketch_error=sketch_err if row["statistic"] == "ks" else 0.0,
+        )
+        row["drifted"] = drifted

@@ -1,0 +1,266 @@
+"""Reading the source tables and writing the monitoring tables (Delta). The only Spark I/O of the library.
+
+Writes replace whole windows in one Delta transaction per table (``replaceWhere`` on the monitor,
+granularity and window starts), so a re-run never duplicates rows and a reader never sees half a window.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, TypeVar
+
+from lakemon.config import OutputSpec
+from lakemon.tables import ALL_TABLES, TableDef
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class SourceError(ValueError):
+    """A source table (predictions, labels, baseline) is missing or does not have what the config says."""
+
+
+class MonitoringTableError(RuntimeError):
+    """A monitoring table exists but no longer has the declared schema (e.g. a column dropped by hand)."""
+
+
+class ConcurrentRunError(RuntimeError):
+    """Another run of the same monitor committed conflicting writes; this run's results were not written."""
+
+
+_PATH_LIKE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.\-]*:/|/|\.|~)")
+
+
+def is_path(table: str) -> bool:
+    """A path (local, ``dbfs:/``, ``s3://`` ...) rather than a ``catalog.schema.table`` name."""
+    return bool(_PATH_LIKE.match(table)) or "/" in table
+
+
+def read_table(spark: SparkSession, table: str, role: str = "source") -> DataFrame:
+    """Read a Delta table by path or by name; a clear :class:`SourceError` when it does not exist."""
+    try:
+        if is_path(table):
+            return spark.read.format("delta").load(table)
+        return spark.read.table(table)
+    except Exception as err:  # AnalysisException and friends: not a Delta table, no such path
+        msg = str(err).splitlines()[0][:300]
+        raise SourceError(f"{role} table '{table}' cannot be read as a Delta table: {msg}") from None
+
+
+def table_version(spark: SparkSession, table: str) -> int | None:
+    """The Delta version currently read (for ``runs.source_version`` and baseline keys)."""
+    from delta.tables import DeltaTable
+
+    try:
+        dt = DeltaTable.forPath(spark, table) if is_path(table) else DeltaTable.forName(spark, table)
+        row = dt.history(1).select("version").first()
+        return int(row[0]) if row else None
+    except Exception:
+        return None
+
+
+def table_size_bytes(spark: SparkSession, table: str) -> int | None:
+    """Bytes of the table's current snapshot (``DESCRIBE DETAIL``), for the cost recorded per run."""
+    try:
+        ref = f"delta.`{table}`" if is_path(table) else table
+        row = spark.sql(f"DESCRIBE DETAIL {ref}").select("sizeInBytes").first()
+        return int(row[0]) if row and row[0] is not None else None
+    except Exception:
+        return None
+
+
+def require_columns(schema: StructType, columns: Iterable[tuple[str, str]], table: str) -> None:
+    """Raise :class:`SourceError` naming the table, the column and the config key when one is missing.
+
+    ``columns`` holds ``(column, config_key)`` pairs.
+    """
+    names = {f.name for f in schema.fields}
+    missing = [(c, key) for c, key in columns if c and c not in names]
+    if missing:
+        parts = ", ".join(f"'{c}' (config key {key})" for c, key in missing)
+        raise SourceError(f"table '{table}' has no column {parts}; it has: {sorted(names)}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Monitoring tables
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where the monitoring tables live, resolved from the config's ``output``."""
+
+    spec: OutputSpec
+
+    def location(self, table: TableDef | str) -> str:
+        """Path (folder output) or qualified name (catalog output) of a monitoring table."""
+        name = table if isinstance(table, str) else table.name
+        if self.spec.path is not None:
+            return f"{self.spec.path.rstrip('/')}/{name}"
+        prefix = f"{self.spec.catalog}." if self.spec.catalog else ""
+        return f"{prefix}{self.spec.schema_}.{name}"
+
+    def ref(self, table: TableDef | str) -> str:
+        """SQL reference: ``delta.`path``` or the qualified name."""
+        loc = self.location(table)
+        return f"delta.`{loc}`" if self.spec.path is not None else loc
+
+    def read(self, spark: SparkSession, table: TableDef) -> DataFrame:
+        """Read a monitoring table."""
+        loc = self.location(table)
+        if self.spec.path is not None:
+            return spark.read.format("delta").load(loc)
+        return spark.read.table(loc)
+
+
+def _type_key(dtype: str) -> str:
+    return dtype.lower().replace(" ", "")
+
+
+def ensure_tables(spark: SparkSession, output: Output, tables: Sequence[TableDef] = ALL_TABLES) -> None:
+    """Create the monitoring tables that do not exist; check the schema of those that do.
+
+    A table altered by hand (a column dropped or retyped) raises :class:`MonitoringTableError` at start,
+    before anything is computed or written.
+    """
+    from pyspark.sql.types import StructType
+
+    for table in tables:
+        expected = StructType.fromDDL(table.ddl)
+        if _exists(spark, output, table):
+            actual = output.read(spark, table).schema
+            have = {f.name: _type_key(f.dataType.simpleString()) for f in actual.fields}
+            problems = []
+            for f in expected.fields:
+                if f.name not in have:
+                    problems.append(f"column '{f.name}' is missing")
+                elif have[f.name] != _type_key(f.dataType.simpleString()):
+                    problems.append(
+                        f"column '{f.name}' is {have[f.name]}, expected {f.dataType.simpleString()}"
+                    )
+            if problems:
+                raise MonitoringTableError(
+                    f"monitoring table '{output.location(table)}' does not match its declared schema: "
+                    + "; ".join(problems)
+                    + ". Restore it (Delta time travel: RESTORE TABLE ... TO VERSION AS OF n) or move it away."
+                )
+            continue
+        empty = spark.createDataFrame([], expected)
+        writer = empty.write.format("delta").mode("ignore")
+        if output.spec.path is not None:
+            writer.save(output.location(table))
+        else:
+            writer.saveAsTable(output.location(table))
+        log.debug("created monitoring table %s", output.location(table))
+
+
+def _exists(spark: SparkSession, output: Output, table: TableDef) -> bool:
+    from delta.tables import DeltaTable
+
+    loc = output.location(table)
+    if output.spec.path is not None:
+        return DeltaTable.isDeltaTable(spark, loc)
+    return bool(spark.catalog.tableExists(loc))
+
+
+def _retry_conflicts(action: Callable[[], T], what: str, attempts: int = 4) -> T:
+    """Retry Delta optimistic-concurrency conflicts a few times, then raise :class:`ConcurrentRunError`."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except Exception as err:
+            name = type(err).__name__ + " " + str(err)[:400]
+            if "Concurrent" not in name and "DELTA_CONCURRENT" not in name and "conflict" not in name.lower():
+                raise
+            if attempt == attempts:
+                raise ConcurrentRunError(
+                    f"{what}: another run of this monitor wrote the same windows at the same time "
+                    f"({type(err).__name__}); nothing of this run was written to that table"
+                ) from None
+            time.sleep(0.5 * attempt)
+    raise AssertionError("unreachable")
+
+
+def _ts_literal(ts: datetime) -> str:
+    return f"TIMESTAMP'{ts.strftime('%Y-%m-%d %H:%M:%S')}'"
+
+
+def window_predicate(monitor: str, granularity: str, window_starts: Iterable[datetime]) -> str:
+    """The ``replaceWhere`` predicate selecting a monitor's windows."""
+    starts = sorted(set(window_starts))
+    mon = monitor.replace("'", "''")
+    in_list = ", ".join(_ts_literal(s) for s in starts)
+    return f"monitor = '{mon}' AND granularity = '{granularity}' AND window_start IN ({in_list})"
+
+
+def replace_windows(
+    spark: SparkSession,
+    output: Output,
+    table: TableDef,
+    df: DataFrame,
+    monitor: str,
+    granularity: str,
+    window_starts: Sequence[datetime],
+) -> None:
+    """Replace the given windows of a monitor in one Delta transaction (idempotent re-runs)."""
+    if not window_starts:
+        return
+    cols = table.columns
+    predicate = window_predicate(monitor, granularity, window_starts)
+    data = df.select(*cols)
+
+    def write() -> None:
+        writer = data.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
+        if output.spec.path is not None:
+            writer.save(output.location(table))
+        else:
+            writer.saveAsTable(output.location(table))
+
+    _retry_conflicts(write, f"writing {table.name}")
+
+
+def append_rows(spark: SparkSession, output: Output, table: TableDef, df: DataFrame) -> None:
+    """Append rows (no window semantics), e.g. a baseline profile."""
+
+    def write() -> None:
+        writer = df.select(*table.columns).write.format("delta").mode("append")
+        if output.spec.path is not None:
+            writer.save(output.location(table))
+        else:
+            writer.saveAsTable(output.location(table))
+
+    _retry_conflicts(write, f"appending to {table.name}")
+
+
+def upsert_run(spark: SparkSession, output: Output, row: dict) -> None:
+    """Insert or update the run's row in ``runs`` (MERGE on run_id)."""
+    from delta.tables import DeltaTable
+    from pyspark.sql.types import StructType
+
+    from lakemon.tables import RUNS
+
+    schema = StructType.fromDDL(RUNS.ddl)
+    values = {c: row.get(c) for c in RUNS.columns}
+    src = spark.createDataFrame([values], schema)
+    loc = output.location(RUNS)
+    dt = DeltaTable.forPath(spark, loc) if output.spec.path is not None else DeltaTable.forName(spark, loc)
+
+    def merge() -> None:
+        (
+            dt.alias("t")
+            .merge(src.alias("s"), "t.run_id = s.run_id")
+            .whenMatchedUpdateAll()
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
+
+    _retry_conflicts(merge, "recording the run")

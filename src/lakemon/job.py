@@ -1,0 +1,1207 @@
+"""A monitoring run, end to end: discover windows, profile the baseline once, read the windows' rows once,
+compute every signal in a handful of aggregations, write every table per window atomically, log to MLflow,
+raise alerts. The SparkSession is passed in; nothing happens at import time."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import time
+import traceback
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lakemon import io
+from lakemon.config import MonitorConfig
+from lakemon.context import ID, LABEL, LABELED, PRED, SCORE, TS, Results, RunContext
+from lakemon.drift import compute as drift
+from lakemon.performance import compute as perf
+from lakemon.plan import (
+    WINDOW,
+    Agg,
+    ColumnSet,
+    Grouping,
+    SliceDim,
+    aggregate,
+    guard_slice_values,
+    slice_value_column,
+)
+from lakemon.profile import (
+    TABLE_COLUMN,
+    category_frequencies,
+    profile_aggs,
+    profile_metrics,
+    sketch_rows,
+    with_quantiles,
+)
+from lakemon.quality import compute as quality
+from lakemon.tables import (
+    ALERTS,
+    BASELINE_PROFILE,
+    DRIFT_METRICS,
+    PERFORMANCE_METRICS,
+    PROFILE_METRICS,
+    QUALITY_RESULTS,
+    QUALITY_SAMPLES,
+    SKETCHES,
+    WINDOW_STATE,
+    TableDef,
+)
+from lakemon.windows import WindowFacts, plan_windows, window_start_col
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger("lakemon")
+
+BASELINE_WINDOW = datetime(1970, 1, 1)
+NUMERIC_TYPES = ("double", "float", "int", "bigint", "smallint", "tinyint", "decimal")
+
+
+@dataclass
+class RunResult:
+    """What a run did, for the CLI, the demo and tests."""
+
+    run_id: str
+    monitor: str
+    status: str
+    windows: list[datetime] = field(default_factory=list)
+    reasons: dict[datetime, str] = field(default_factory=dict)
+    rows_read: int = 0
+    rows_written: dict[str, int] = field(default_factory=dict)
+    alerts: list[Any] = field(default_factory=list)
+    alerts_firing: int = 0
+    mlflow_run_id: str | None = None
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    spark_jobs: int = 0
+    error: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+class Phases:
+    """Times the phases of a run and logs one line per phase with its rows and seconds."""
+
+    def __init__(self, monitor: str) -> None:
+        self.monitor = monitor
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str, rows: Any = None) -> Iterator[dict[str, Any]]:
+        """Time a phase; the body may set ``info['rows']``."""
+        info: dict[str, Any] = {"rows": rows}
+        t0 = time.perf_counter()
+        try:
+            yield info
+        finally:
+            dt = time.perf_counter() - t0
+            self.seconds[name] = self.seconds.get(name, 0.0) + dt
+            rows_txt = f"{info['rows']:,} rows, " if isinstance(info.get("rows"), int) else ""
+            log.info("[%s] %-12s %s%.1f s", self.monitor, name, rows_txt, dt)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _type_of(schema: Any, name: str) -> str | None:
+    for f in schema.fields:
+        if f.name == name:
+            return f.dataType.simpleString()
+    return None
+
+
+def resolve_columns(cfg: MonitorConfig, schema: Any, label_type: str | None) -> ColumnSet:
+    """The monitored columns by kind, from the config or inferred from the source schema."""
+    src = cfg.source
+    reserved = {
+        src.id,
+        src.timestamp,
+        src.prediction,
+        src.score,
+        *(src.class_scores or {}).values(),
+        *src.exclude,
+    }
+    if cfg.model.version_column:
+        reserved.add(cfg.model.version_column)
+    if cfg.labels is not None:
+        reserved.add(cfg.labels.column)
+    reserved |= {s.column for s in cfg.slices if s.column}
+    if src.features == "infer":
+        numeric, categorical = [], []
+        for f in schema.fields:
+            if f.name in reserved:
+                continue
+            t = f.dataType.simpleString()
+            if t.startswith(NUMERIC_TYPES):
+                numeric.append(f.name)
+            elif t in ("string", "boolean"):
+                categorical.append(f.name)
+    else:
+        numeric, categorical = list(src.features.numeric), list(src.features.categorical)
+    roles: dict[str, str] = {}
+    if cfg.problem_type in ("binary",):
+        numeric.append(src.score)  # type: ignore[arg-type]
+        roles[src.score] = "score"  # type: ignore[index]
+        categorical.append(src.prediction)
+        roles[src.prediction] = "prediction"
+    elif cfg.problem_type == "multiclass":
+        for col in (src.class_scores or {}).values():
+            numeric.append(col)
+            roles[col] = "score"
+        categorical.append(src.prediction)
+        roles[src.prediction] = "prediction"
+    elif cfg.problem_type == "regression":
+        numeric.append(src.prediction)
+        roles[src.prediction] = "prediction"
+    if cfg.labels is not None and cfg.problem_type != "ranking":
+        name = cfg.labels.column
+        (numeric if cfg.problem_type == "regression" else categorical).append(name)
+        roles[name] = "label"
+    seen: set[str] = set()
+    numeric = [c for c in numeric if not (c in seen or seen.add(c))]  # type: ignore[func-returns-value]
+    categorical = [c for c in categorical if not (c in seen or seen.add(c))]  # type: ignore[func-returns-value]
+    return ColumnSet(tuple(numeric), tuple(categorical), roles)
+
+
+def validate_source(cfg: MonitorConfig, source: DataFrame, labels: DataFrame | None) -> None:
+    """Check the source (and labels) schemas against the config: missing columns and wrong types."""
+    src = cfg.source
+    need = [(src.id, "source.id"), (src.timestamp, "source.timestamp"), (src.prediction, "source.prediction")]
+    if src.score:
+        need.append((src.score, "source.score"))
+    for cls, col in (src.class_scores or {}).items():
+        need.append((col, f"source.class_scores.{cls}"))
+    if src.features != "infer":
+        need += [(c, f"source.features.numeric[{i}]") for i, c in enumerate(src.features.numeric)]
+        need += [(c, f"source.features.categorical[{i}]") for i, c in enumerate(src.features.categorical)]
+    need += [(s.column, f"slices[{i}].column") for i, s in enumerate(cfg.slices) if s.column]
+    if cfg.model.version_column:
+        need.append((cfg.model.version_column, "model.version_column"))
+    if cfg.labels is not None and cfg.labels.table is None:
+        need.append((cfg.labels.column, "labels.column"))
+    io.require_columns(source.schema, need, src.table)
+    ts_type = _type_of(source.schema, src.timestamp)
+    if ts_type not in ("timestamp", "timestamp_ntz", "date"):
+        raise io.SourceError(
+            f"table '{src.table}': column '{src.timestamp}' (config key source.timestamp) must be a timestamp or date, "
+            f"it is {ts_type}"
+        )
+    numeric_cols = [(src.score, "source.score")] if src.score else []
+    numeric_cols += [(c, f"source.class_scores.{k}") for k, c in (src.class_scores or {}).items()]
+    if src.features != "infer":
+        numeric_cols += [(c, f"source.features.numeric[{i}]") for i, c in enumerate(src.features.numeric)]
+    for col, key in numeric_cols:
+        t = _type_of(source.schema, col) or ""
+        if not t.startswith(NUMERIC_TYPES):
+            raise io.SourceError(
+                f"table '{src.table}': column '{col}' (config key {key}) must be numeric, it is {t}"
+            )
+    if cfg.labels is not None and cfg.labels.table is not None and labels is not None:
+        lab = cfg.labels
+        need_l = [(lab.id, "labels.id"), (lab.column, "labels.column")]
+        if lab.timestamp:
+            need_l.append((lab.timestamp, "labels.timestamp"))
+        io.require_columns(labels.schema, need_l, lab.table)
+
+
+def _labels_frame(cfg: MonitorConfig, labels: DataFrame) -> DataFrame:
+    """One label per id: the latest by ``labels.timestamp`` when given."""
+    from pyspark.sql import functions as F
+
+    lab = cfg.labels
+    assert lab is not None and lab.id is not None
+    cols = [F.col(f"`{lab.id}`").alias("__lid"), F.col(f"`{lab.column}`").alias("__lval")]
+    if lab.timestamp:
+        cols.append(F.col(f"`{lab.timestamp}`").alias("__lts"))
+        df = labels.select(*cols).where(F.col("__lval").isNotNull())
+        return df.groupBy("__lid").agg(
+            F.max_by("__lval", "__lts").alias("__lval"), F.max("__lts").alias("__lts")
+        )
+    return (
+        labels.select(*cols)
+        .where(F.col("__lval").isNotNull())
+        .groupBy("__lid")
+        .agg(F.first("__lval").alias("__lval"))
+    )
+
+
+class Monitor:
+    """One monitor's run against one SparkSession."""
+
+    def __init__(
+        self,
+        spark: SparkSession,
+        cfg: MonitorConfig,
+        *,
+        as_of: datetime | None = None,
+        backfill: tuple[datetime | None, datetime | None] | None = None,
+        config_path: str | None = None,
+        deliver: bool = True,
+    ) -> None:
+        self.spark = spark
+        self.cfg = cfg
+        self.output = io.Output(cfg.output)
+        self.as_of = as_of or _now()
+        self.backfill = backfill
+        self.config_path = config_path
+        self.deliver = deliver
+        self.window = cfg.window
+        self.run_id = uuid.uuid4().hex
+        self.started_at = _now()
+        self.phases = Phases(cfg.monitor)
+        self.probs = np.linspace(0.0, 1.0, cfg.drift.quantile_points)
+
+    # ------------------------------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        """Run the monitor. A failure is recorded in ``runs`` (status failed, error) and re-raised."""
+        from lakemon.tracking import record as tracking_glue
+
+        sc = self.spark.sparkContext
+        sc.setJobGroup(self.run_id, f"lakemon {self.cfg.monitor}", interruptOnCancel=False)
+        result = RunResult(self.run_id, self.cfg.monitor, "running")
+        run_row: dict[str, Any] = {
+            "run_id": self.run_id,
+            "monitor": self.cfg.monitor,
+            "started_at": self.started_at,
+            "status": "running",
+            "config_hash": self.cfg.config_hash(),
+            "owner": f"{socket.gethostname()}:{os.getpid()}",
+        }
+        with self.phases.phase("prepare"):
+            io.ensure_tables(self.spark, self.output)
+            tracking_glue.reap_interrupted_runs(self.spark, self.output, self.cfg.monitor)
+            io.upsert_run(self.spark, self.output, run_row)
+            tracking_glue.refuse_if_concurrent(
+                self.spark, self.output, self.cfg.monitor, self.run_id, self.started_at
+            )
+        try:
+            self._run(result, run_row)
+            result.status = "success"
+        except Exception as err:
+            result.status = "failed"
+            result.error = f"{type(err).__name__}: {err}"
+            log.error("[%s] run failed: %s", self.cfg.monitor, result.error)
+            log.debug("%s", traceback.format_exc())
+            run_row.update(status="failed", error=result.error[:4000])
+            raise
+        finally:
+            result.phase_seconds = dict(self.phases.seconds)
+            result.spark_jobs = len(sc.statusTracker().getJobIdsForGroup(self.run_id))
+            run_row.update(
+                finished_at=_now(),
+                phase_seconds=result.phase_seconds,
+                spark_jobs=result.spark_jobs,
+                windows=len(result.windows),
+                window_starts=list(result.windows),
+                rows_read=result.rows_read,
+                alerts_firing=result.alerts_firing,
+                mlflow_run_id=result.mlflow_run_id,
+            )
+            if result.status == "success":
+                run_row["status"] = "success"
+            try:
+                io.upsert_run(self.spark, self.output, run_row)
+            except Exception as err:  # the run's own failure matters more than its bookkeeping
+                log.error("[%s] could not record the run: %s", self.cfg.monitor, err)
+            if result.status == "failed":
+                tracking_glue.log_failed_run(self, result)
+            sc.setJobGroup("", "")
+        return result
+
+    # ------------------------------------------------------------------------------------------------
+    def _run(self, result: RunResult, run_row: dict[str, Any]) -> None:
+        from pyspark.sql import functions as F
+
+        from lakemon.tracking import record as tracking_glue
+
+        cfg, spark = self.cfg, self.spark
+        with self.phases.phase("read") as info:
+            source = io.read_table(spark, cfg.source.table, "source")
+            labels = None
+            if cfg.labels is not None and cfg.labels.table is not None:
+                labels = io.read_table(spark, cfg.labels.table, "labels")
+            validate_source(cfg, source, labels)
+            run_row["source_version"] = (
+                io.table_version(spark, cfg.source.table) if io.is_path(cfg.source.table) else None
+            )
+            if labels is not None and cfg.labels is not None and cfg.labels.table is not None:
+                run_row["labels_version"] = io.table_version(spark, cfg.labels.table)
+            label_type = None
+            if cfg.labels is not None:
+                label_type = _type_of((labels if labels is not None else source).schema, cfg.labels.column)
+            columns = resolve_columns(cfg, source.schema, label_type)
+            run_row["bytes_read"] = io.table_size_bytes(spark, cfg.source.table)
+
+        with self.phases.phase("discover") as info:
+            facts, labels_watermark = self._discover(source, labels)
+            state = self._window_state()
+            plan = plan_windows(
+                facts, state, self.window, self.as_of, start=cfg.start, backfill=self.backfill
+            )
+            run_row["labels_watermark"] = labels_watermark
+            info["rows"] = sum(f.row_count for f in facts if f.window_start in set(plan.windows))
+        result.windows = list(plan.windows)
+        result.reasons = dict(plan.reasons)
+        if not plan.windows:
+            log.info("[%s] nothing to do: no new or changed complete windows", cfg.monitor)
+            result.summary = {"windows": 0}
+            result.mlflow_run_id = tracking_glue.log_success(self, result, {}, [], run_row)
+            return
+        log.info(
+            "[%s] %d window(s) to compute: %s",
+            cfg.monitor,
+            len(plan.windows),
+            ", ".join(f"{w:%Y-%m-%d %H:%M} ({plan.reasons[w]})" for w in plan.windows[:8])
+            + (" ..." if len(plan.windows) > 8 else ""),
+        )
+
+        has_labels = cfg.labels is not None
+        ctx = RunContext(
+            cfg=cfg,
+            columns=columns,
+            grouping=Grouping(),
+            window=self.window,
+            probs=self.probs,
+            has_labels=has_labels,
+            label_name=cfg.labels.column if cfg.labels else None,
+            run_id=self.run_id,
+            computed_at=self.started_at,
+        )
+        labels_frame = _labels_frame(cfg, labels) if labels is not None else None
+
+        # ---- the run's rows, read once ----------------------------------------------------------------
+        with self.phases.phase("project") as info:
+            lo, hi = min(plan.windows), max(plan.windows) + self.window
+            ts = F.col(f"`{cfg.source.timestamp}`")
+            rows = source.where((ts >= F.lit(lo)) & (ts < F.lit(hi)))
+            rows = rows.withColumn(WINDOW, window_start_col(ts, self.window)).where(
+                F.col(WINDOW).isin(list(plan.windows))
+            )
+            slice_values = guard_slice_values(
+                rows, [(s.column, s.max_values) for s in cfg.slices if s.column]
+            )
+            for col, vals in slice_values.items():
+                if vals and vals[-1] == "__other__":
+                    log.warning(
+                        "[%s] slice column '%s' has more than %d values; the rest are grouped as '__other__'",
+                        cfg.monitor,
+                        col,
+                        len(vals) - 1,
+                    )
+            grouping = self._grouping(slice_values)
+            ctx = RunContext(**{**ctx.__dict__, "grouping": grouping})
+            specs = quality.check_specs(
+                cfg,
+                [c for c in columns.numeric if columns.role(c) == "feature"],
+                [c for c in columns.categorical if columns.role(c) == "feature"],
+            )
+            planned = quality.plan(specs, cfg, quality.schema_with_labels(cfg, source.schema, labels), WINDOW)
+            proj = self._project(rows, labels_frame, ctx, planned)
+            proj = proj.persist()
+            info["rows"] = proj.count()
+            result.rows_read = int(info["rows"])
+
+        with self.phases.phase("aggregate"):
+            results, sketches_df, merged_df = self._aggregate(proj, ctx, planned)
+
+        with self.phases.phase("baseline"):
+            self._load_baseline(ctx, results, columns, planned)
+            self._load_previous_windows(ctx, results, plan.windows)
+
+        with self.phases.phase("finalize"):
+            tables: dict[str, list[dict[str, Any]]] = {}
+            tables[PROFILE_METRICS.name] = self._profile_rows(ctx, results)
+            tables[QUALITY_RESULTS.name] = quality.finalize(
+                ctx, results, planned, self._volume_history(plan.windows)
+            )
+            tables[PERFORMANCE_METRICS.name] = perf.finalize(ctx, results)
+            tables[DRIFT_METRICS.name] = drift.finalize(ctx, results)
+
+        with self.phases.phase("samples"):
+            failed_checks = sorted({r["check"] for r in tables[QUALITY_RESULTS.name] if not r["passed"]})
+            samples_df = self._samples(proj, planned, failed_checks, ctx)
+
+        with self.phases.phase("alerts"):
+            alert_rows = tracking_glue.evaluate_alerts(self, ctx, results, tables, plan.windows)
+            tables[ALERTS.name] = alert_rows
+
+        with self.phases.phase("write") as info:
+            written = self._write(ctx, tables, sketches_df, samples_df, facts, plan.windows, results)
+            result.rows_written = written
+            info["rows"] = sum(written.values())
+        proj.unpersist()
+        merged_df.unpersist()
+        sketches_df.unpersist()
+
+        result.alerts = [r for r in alert_rows]
+        result.alerts_firing = len(
+            {
+                r["alert_id"]
+                for r in alert_rows
+                if r["status"] == "firing" and r["window_start"] == max(plan.windows)
+            }
+        )
+        with self.phases.phase("track"):
+            result.summary = tracking_glue.summary(self, ctx, tables, result)
+            result.mlflow_run_id = tracking_glue.log_success(self, result, tables, alert_rows, run_row)
+            if self.deliver:
+                tracking_glue.deliver(self, result, alert_rows, tables)
+
+    # ------------------------------------------------------------------------------------------------
+    def _discover(
+        self, source: DataFrame, labels: DataFrame | None
+    ) -> tuple[list[WindowFacts], datetime | None]:
+        """One cheap scan of ids and timestamps: rows and a fingerprint per window, and new labels."""
+        from pyspark.sql import functions as F
+
+        cfg = self.cfg
+        ts = F.col(f"`{cfg.source.timestamp}`")
+        idc = F.col(f"`{cfg.source.id}`").cast("string")
+        cols = [idc.alias("__id"), ts.alias("__ts")]
+        in_table_label = cfg.labels is not None and cfg.labels.table is None
+        if in_table_label:
+            cols.append(F.col(f"`{cfg.labels.column}`").cast("string").alias("__l"))  # type: ignore[union-attr]
+        df = (
+            source.select(*cols)
+            .where(F.col("__ts").isNotNull())
+            .withColumn(WINDOW, window_start_col(F.col("__ts"), self.window))
+        )
+        fp_parts = [F.col("__id"), F.col("__ts").cast("string")] + ([F.col("__l")] if in_table_label else [])
+        aggs = [F.count(F.lit(1)).alias("n"), F.bit_xor(F.xxhash64(*fp_parts)).alias("fp")]
+        watermark = None
+        label_fp = False
+        new_labels_flag = False
+        if labels is not None and cfg.labels is not None and cfg.labels.table is not None:
+            lab = cfg.labels
+            prior = self._last_labels_watermark()
+            if lab.timestamp:
+                watermark = labels.agg(F.max(F.col(f"`{lab.timestamp}`"))).first()[0]
+                if prior is not None:
+                    fresh = (
+                        labels.where(F.col(f"`{lab.timestamp}`") > F.lit(prior))
+                        .select(F.col(f"`{lab.id}`").cast("string").alias("__id"))
+                        .distinct()
+                        .withColumn("__nl", F.lit(1))
+                    )
+                    df = df.join(fresh, "__id", "left")
+                    aggs.append(F.max("__nl").alias("nl"))
+                    new_labels_flag = True
+            else:
+                lf = labels.select(
+                    F.col(f"`{lab.id}`").cast("string").alias("__id"),
+                    F.col(f"`{lab.column}`").cast("string").alias("__lv"),
+                )
+                df = df.join(lf, "__id", "left")
+                aggs.append(
+                    F.bit_xor(F.when(F.col("__lv").isNotNull(), F.xxhash64("__id", "__lv"))).alias("lfp")
+                )
+                label_fp = True
+        facts = []
+        for r in df.groupBy(WINDOW).agg(*aggs).collect():  # one row per window
+            facts.append(
+                WindowFacts(
+                    window_start=r[WINDOW],
+                    row_count=int(r["n"]),
+                    fingerprint=int(r["fp"]) if r["fp"] is not None else None,
+                    label_fingerprint=(int(r["lfp"]) if r["lfp"] is not None else 0) if label_fp else None,
+                    new_labels=bool(r["nl"]) if new_labels_flag else False,
+                )
+            )
+        self._facts = {f.window_start: f for f in facts}
+        return facts, watermark
+
+    def _last_labels_watermark(self) -> datetime | None:
+        from pyspark.sql import functions as F
+
+        from lakemon.tables import RUNS
+
+        runs = self.output.read(self.spark, RUNS)
+        row = (
+            runs.where((F.col("monitor") == self.cfg.monitor) & (F.col("status") == "success"))
+            .agg(F.max("labels_watermark"))
+            .first()
+        )
+        return row[0] if row else None
+
+    def _window_state(self) -> dict[datetime, tuple[int, int | None, int | None]]:
+        from pyspark.sql import functions as F
+
+        df = self.output.read(self.spark, WINDOW_STATE).where(
+            (F.col("monitor") == self.cfg.monitor)
+            & (F.col("granularity") == self.cfg.granularity)
+            & F.col("slice_key").isNull()
+        )
+        return {
+            r["window_start"]: (int(r["row_count"]), r["source_fingerprint"], r["label_fingerprint"])
+            for r in df.select(
+                "window_start", "row_count", "source_fingerprint", "label_fingerprint"
+            ).collect()
+        }
+
+    def _grouping(self, slice_values: dict[str, list[str]]) -> Grouping:
+        dims = []
+        for i, s in enumerate(self.cfg.slices):
+            dims.append(SliceDim(s.key, f"__s{i}", s.protected, "column" if s.column else "expression"))
+        self._slice_values = slice_values
+        return Grouping(tuple(dims))
+
+    def _slice_columns(self, df: DataFrame) -> list[Any]:
+        from pyspark.sql import functions as F
+
+        out = []
+        for i, s in enumerate(self.cfg.slices):
+            if s.column:
+                if s.column in df.columns:
+                    out.append(
+                        slice_value_column(s.column, self._slice_values.get(s.column, [])).alias(f"__s{i}")
+                    )
+                else:
+                    out.append(F.lit(None).cast("string").alias(f"__s{i}"))
+            else:
+                try:
+                    expr = F.expr(s.expression)  # type: ignore[arg-type]
+                    df.select(expr)  # analysis only: raises on unknown columns
+                    out.append(
+                        F.coalesce(expr.cast("boolean").cast("string"), F.lit("__null__")).alias(f"__s{i}")
+                    )
+                except Exception:
+                    out.append(F.lit(None).cast("string").alias(f"__s{i}"))
+        return out
+
+    def _project(
+        self, rows: DataFrame, labels_frame: DataFrame | None, ctx: RunContext, planned: Sequence[Any]
+    ) -> DataFrame:
+        """The run's rows with only what the aggregations use (plus derived per-row columns)."""
+        from pyspark.sql import functions as F
+
+        from lakemon.quality import checks as qc
+
+        cfg = self.cfg
+        src = cfg.source
+        df = rows
+        label_src = None
+        if cfg.labels is not None:
+            if labels_frame is not None:
+                df = df.join(
+                    labels_frame, F.col(f"`{src.id}`").cast("string") == F.col("__lid").cast("string"), "left"
+                )
+                label_src = F.col("__lval")
+            else:
+                label_src = F.col(f"`{cfg.labels.column}`")
+        df = qc.add_derived_columns(df, planned)
+        cols = [F.col(WINDOW), *self._slice_columns(df)]
+        keep = set()
+        for c in ctx.columns.all:
+            if ctx.columns.role(c) == "label":
+                continue
+            cols.append(F.col(f"`{c}`"))
+            keep.add(c)
+        if cfg.labels is not None and label_src is not None:
+            if cfg.labels.column in keep:
+                pass
+            else:
+                cols.append(label_src.alias(cfg.labels.column))
+            cols.append(label_src.alias(LABEL))
+            cols.append(label_src.isNotNull().alias(LABELED))
+        else:
+            cols.append(F.lit(None).cast("string").alias(LABEL))
+            cols.append(F.lit(False).alias(LABELED))
+        cols.append(F.col(f"`{src.id}`").alias(ID))
+        cols.append(F.col(f"`{src.timestamp}`").alias(TS))
+        cols.append(F.col(f"`{src.prediction}`").alias(PRED))
+        if src.score:
+            cols.append(F.col(f"`{src.score}`").cast("double").alias(SCORE))
+        for c in (src.class_scores or {}).values():
+            if c not in keep:
+                cols.append(F.col(f"`{c}`"))
+        # quality aggregates reference source columns: carry the ones they need
+        q_aggs = quality.aggs(planned)
+        needed = set()
+        for a in q_aggs:
+            for ref in _referenced_columns(df, a.expr):
+                needed.add(ref)
+        for name in sorted(needed - keep - {WINDOW}):
+            if name in df.columns:
+                cols.append(F.col(f"`{name}`"))
+        proj = df.select(*cols)
+        for name, expr in perf.projection(ctx).items():
+            proj = proj.withColumn(name, expr)
+        return proj
+
+    def _aggregate(
+        self, proj: DataFrame, ctx: RunContext, planned: Sequence[Any]
+    ) -> tuple[Results, DataFrame, DataFrame]:
+        """The shared aggregation, category frequencies, keyed performance aggregations; small results out."""
+        from pyspark.sql import functions as F
+
+        cfg = self.cfg
+        aggs: list[Agg] = profile_aggs(ctx.columns, cfg.drift.sketch_k)
+        aggs += quality.aggs(planned)
+        aggs += perf.aggs(ctx)
+        merged_df = aggregate(proj, ctx.grouping, aggs).persist()
+        freqs = category_frequencies(proj, ctx.grouping, ctx.columns.categorical, cfg.drift.top_n)
+        sk = sketch_rows(merged_df, freqs, ctx.columns)
+        sketches_df = sk.select(
+            F.lit(cfg.monitor).alias("monitor"),
+            F.col("window_start"),
+            (F.col("window_start") + F.expr(f"INTERVAL {int(self.window.total_seconds())} SECONDS")).alias(
+                "window_end"
+            ),
+            F.lit(cfg.granularity).alias("granularity"),
+            *[F.col(c) for c in sk.columns if c != "window_start"],
+            F.lit(self.run_id).alias("run_id"),
+            F.lit(self.started_at).cast("timestamp").alias("computed_at"),
+        ).persist()
+        results = Results()
+        # merged aggregates to the driver: windows x slices rows; sketches become quantiles / estimates
+        binary = {a.name for a in aggs if a.merge in ("kll", "hll")}
+        sel = [F.col("window_start"), F.col("slice_key"), F.col("slice_value")]
+        sel += [F.col(f"`{a.name}`") for a in aggs if a.name not in binary]
+        if "perf_resid_kll" in binary:
+            arr = "array(" + ", ".join(f"{q:.6f}" for q in cfg.performance.residual_quantiles) + ")"
+            sel.append(
+                F.when(
+                    F.expr("kll_sketch_get_n_double(perf_resid_kll)") > 0,
+                    F.expr(f"kll_sketch_get_quantile_double(perf_resid_kll, {arr})"),
+                ).alias("perf_resid_kll__q")
+            )
+        for row in merged_df.select(*sel).collect():  # windows x slices aggregate rows, never raw rows
+            d = row.asDict()
+            results.merged[(d.pop("window_start"), d.pop("slice_key"), d.pop("slice_value"))] = d
+        for ka in perf.keyed_aggs(ctx):
+            src = proj
+            if ka.explode is not None:
+                src = proj.select(*ctx.grouping.finest, ka.explode)
+                if isinstance(ka.keys, tuple) and ka.keys and "__true" in ka.keys:
+                    src = (
+                        proj.where(F.col(LABELED))
+                        .select(*ctx.grouping.finest, ka.explode.alias("__k"))
+                        .select(*ctx.grouping.finest, "__k.*")
+                    )
+            kdf = aggregate(src, ctx.grouping, list(ka.aggs), extra_keys=ka.keys)
+            if any(a.merge == "hll" for a in ka.aggs):
+                kdf = kdf.select(
+                    "window_start",
+                    "slice_key",
+                    "slice_value",
+                    F.expr("hll_sketch_estimate(items_hll)").alias("items_hll__n"),
+                )
+                for r in kdf.collect():
+                    key = (r["window_start"], r["slice_key"], r["slice_value"])
+                    if key in results.merged:
+                        results.merged[key]["items_hll__n"] = r["items_hll__n"]
+                continue
+            results.keyed[ka.name] = kdf.toPandas()  # bins x windows x slices: aggregated, bounded
+        cells = with_quantiles(sketches_df, self.probs).toPandas()  # columns x windows x slices, bounded
+        for r in cells.to_dict("records"):
+            results.cells[
+                (_py(r["window_start"]), _none(r["slice_key"]), _none(r["slice_value"]), r["column_name"])
+            ] = _cell(r)
+        return results, sketches_df, merged_df
+
+    # ------------------------------------------------------------------------------------------------
+    def _baseline_definition(self, columns: ColumnSet) -> dict[str, Any]:
+        b = self.cfg.baseline
+        assert b is not None
+        return {
+            "baseline": b.model_dump(mode="json"),
+            "source": self.cfg.source.table if b.range else None,
+            "columns": [list(columns.numeric), list(columns.categorical)],
+            "slices": [s.model_dump(mode="json") for s in self.cfg.slices],
+            "sketch_k": self.cfg.drift.sketch_k,
+            "top_n": self.cfg.drift.top_n,
+            "bins": self.cfg.performance.histogram_bins,
+            "threshold": self.cfg.performance.threshold,
+            "labels": self.cfg.labels.model_dump(mode="json") if self.cfg.labels else None,
+        }
+
+    def _load_baseline(
+        self, ctx: RunContext, results: Results, columns: ColumnSet, planned: Sequence[Any]
+    ) -> None:
+        """Profile the baseline once (keyed by its definition and Delta version) and load it as cells."""
+        from pyspark.sql import functions as F
+
+        cfg = self.cfg
+        if cfg.baseline is None:
+            return
+        table = cfg.baseline.table or cfg.source.table
+        version = io.table_version(self.spark, table) if io.is_path(table) else None
+        definition = json.dumps(self._baseline_definition(columns), sort_keys=True)
+        baseline_id = hashlib.sha256(f"{definition}|{version}".encode()).hexdigest()[:20]
+        stored = self.output.read(self.spark, BASELINE_PROFILE).where(
+            (F.col("monitor") == cfg.monitor) & (F.col("baseline_id") == baseline_id)
+        )
+        if stored.limit(1).count() == 0:
+            self._profile_baseline(ctx, columns, baseline_id, definition, version)
+            stored = self.output.read(self.spark, BASELINE_PROFILE).where(
+                (F.col("monitor") == cfg.monitor) & (F.col("baseline_id") == baseline_id)
+            )
+        else:
+            log.info("[%s] baseline profile %s reused (no rescan)", cfg.monitor, baseline_id)
+        q = with_quantiles(stored.withColumn("window_start", F.lit(BASELINE_WINDOW)), self.probs)
+        for r in q.toPandas().to_dict("records"):  # slices x columns rows of the baseline profile
+            sk, sv = _none(r["slice_key"]), _none(r["slice_value"])
+            if r["column_name"] == ":performance":
+                results.baseline_metrics[(sk, sv)] = {
+                    k: float(v) for k, v in (r.get("metrics") or {}).items() if v is not None
+                }
+                if sk is None and r.get("histogram_pos") is not None:
+                    results.baseline_histogram = (
+                        np.asarray(r["histogram_pos"], dtype=float),
+                        np.asarray(r["histogram_neg"], dtype=float),
+                    )
+                continue
+            results.baseline_cells[(sk, sv, r["column_name"])] = _cell(r)
+
+    def _profile_baseline(
+        self, ctx: RunContext, columns: ColumnSet, baseline_id: str, definition: str, version: int | None
+    ) -> None:
+        from pyspark.sql import functions as F
+        from pyspark.sql.types import StructType
+
+        cfg = self.cfg
+        b = cfg.baseline
+        assert b is not None
+        with self.phases.phase("baseline_scan"):
+            if b.table:
+                df = io.read_table(self.spark, b.table, "baseline")
+            else:
+                df = io.read_table(self.spark, cfg.source.table, "source")
+                ts = F.col(f"`{cfg.source.timestamp}`")
+                df = df.where((ts >= F.lit(b.range.start)) & (ts < F.lit(b.range.end)))  # type: ignore[union-attr]
+            present = set(df.columns)
+            bcols = ColumnSet(
+                tuple(
+                    c
+                    for c in columns.numeric
+                    if c in present or (columns.role(c) == "label" and cfg.labels is not None)
+                ),
+                tuple(
+                    c
+                    for c in columns.categorical
+                    if c in present or (columns.role(c) == "label" and cfg.labels is not None)
+                ),
+                columns.roles,
+            )
+            label_in_baseline = cfg.labels is not None and cfg.labels.column in present
+            labels_frame = None
+            if (
+                cfg.labels is not None
+                and not label_in_baseline
+                and cfg.labels.table
+                and cfg.source.id in present
+            ):
+                labels_frame = _labels_frame(cfg, io.read_table(self.spark, cfg.labels.table, "labels"))
+            elif cfg.labels is not None and not label_in_baseline:
+                bcols = ColumnSet(
+                    tuple(c for c in bcols.numeric if columns.role(c) != "label"),
+                    tuple(c for c in bcols.categorical if columns.role(c) != "label"),
+                    columns.roles,
+                )
+            df = df.withColumn(WINDOW, F.lit(BASELINE_WINDOW).cast("timestamp"))
+            bctx = RunContext(
+                **{
+                    **ctx.__dict__,
+                    "columns": bcols,
+                    "has_labels": label_in_baseline or labels_frame is not None,
+                }
+            )
+            proj = self._project_baseline(df, labels_frame, bctx, label_in_baseline)
+            aggs = profile_aggs(bcols, cfg.drift.sketch_k) + perf.aggs(bctx)
+            merged = aggregate(proj, bctx.grouping, aggs)
+            freqs = category_frequencies(proj, bctx.grouping, bcols.categorical, cfg.drift.top_n)
+            sk = sketch_rows(merged, freqs, bcols)
+            # performance on the baseline: the reference for relative alert rules, and CBPE's calibration
+            results = Results()
+            non_binary = [a.name for a in aggs if a.merge not in ("kll", "hll")]
+            for row in merged.select(
+                "window_start", "slice_key", "slice_value", *[F.col(f"`{n}`") for n in non_binary]
+            ).collect():
+                d = row.asDict()
+                results.merged[(d.pop("window_start"), d.pop("slice_key"), d.pop("slice_value"))] = d
+            hist_pos = hist_neg = None
+            for ka in perf.keyed_aggs(bctx):
+                if ka.name != "score_hist" or not bctx.has_labels:
+                    continue
+                kdf = aggregate(proj, bctx.grouping, list(ka.aggs), extra_keys=ka.keys).toPandas()
+                results.keyed["score_hist"] = kdf
+                pop = kdf[kdf["slice_key"].isna()]
+                bins = cfg.performance.histogram_bins
+                hist_pos, hist_neg = np.zeros(bins, dtype=np.int64), np.zeros(bins, dtype=np.int64)
+                valid = pop[pop["__bin"].notna()]
+                np.add.at(
+                    hist_pos,
+                    valid["__bin"].astype(int).to_numpy(),
+                    valid["h_pos"].fillna(0).astype(np.int64).to_numpy(),
+                )
+                np.add.at(
+                    hist_neg,
+                    valid["__bin"].astype(int).to_numpy(),
+                    valid["h_neg"].fillna(0).astype(np.int64).to_numpy(),
+                )
+            bm = perf.baseline_metrics(bctx, results) if bctx.has_labels else {}
+            rows = sk.select(
+                F.lit(cfg.monitor).alias("monitor"),
+                F.lit(baseline_id).alias("baseline_id"),
+                F.lit(definition).alias("definition"),
+                F.lit(version).cast("bigint").alias("source_version"),
+                "slice_key",
+                "slice_value",
+                "column_name",
+                "column_type",
+                "row_count",
+                "non_null",
+                "nulls",
+                "value_sum",
+                "value_sum_sq",
+                "min_value",
+                "max_value",
+                "kll",
+                "hll",
+                "frequencies",
+                F.lit(None).cast("array<bigint>").alias("histogram_pos"),
+                F.lit(None).cast("array<bigint>").alias("histogram_neg"),
+                F.lit(None).cast("map<string,double>").alias("metrics"),
+                F.lit(self.started_at).cast("timestamp").alias("computed_at"),
+            )
+            perf_rows = []
+            for (sk_, sv_), metrics in sorted(bm.items(), key=lambda kv: (kv[0][0] or "", kv[0][1] or "")):
+                is_pop = sk_ is None
+                perf_rows.append(
+                    (
+                        cfg.monitor,
+                        baseline_id,
+                        definition,
+                        version,
+                        sk_,
+                        sv_,
+                        ":performance",
+                        "performance",
+                        0,
+                        0,
+                        0,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        [int(x) for x in hist_pos] if is_pop and hist_pos is not None else None,
+                        [int(x) for x in hist_neg] if is_pop and hist_neg is not None else None,
+                        {k: float(v) for k, v in metrics.items()},
+                        self.started_at,
+                    )
+                )
+            if perf_rows:
+                rows = rows.unionByName(
+                    self.spark.createDataFrame(perf_rows, StructType.fromDDL(BASELINE_PROFILE.ddl))
+                )
+            io.append_rows(self.spark, self.output, BASELINE_PROFILE, rows)
+            log.info("[%s] baseline profiled and stored as %s", cfg.monitor, baseline_id)
+
+    def _project_baseline(
+        self, df: DataFrame, labels_frame: DataFrame | None, ctx: RunContext, label_in_table: bool
+    ) -> DataFrame:
+        from pyspark.sql import functions as F
+
+        cfg = self.cfg
+        if labels_frame is not None:
+            df = df.join(
+                labels_frame,
+                F.col(f"`{cfg.source.id}`").cast("string") == F.col("__lid").cast("string"),
+                "left",
+            )
+            label = F.col("__lval")
+        elif label_in_table and cfg.labels is not None:
+            label = F.col(f"`{cfg.labels.column}`")
+        else:
+            label = F.lit(None).cast("string")
+        cols = [F.col(WINDOW), *self._slice_columns(df)]
+        for c in ctx.columns.all:
+            if ctx.columns.role(c) == "label":
+                cols.append(label.alias(c))
+            elif c in df.columns:
+                cols.append(F.col(f"`{c}`"))
+        cols += [label.alias(LABEL), label.isNotNull().alias(LABELED)]
+        src = cfg.source
+        cols.append(
+            (F.col(f"`{src.prediction}`") if src.prediction in df.columns else F.lit(None)).alias(PRED)
+        )
+        if src.score:
+            cols.append(
+                (F.col(f"`{src.score}`") if src.score in df.columns else F.lit(None))
+                .cast("double")
+                .alias(SCORE)
+            )
+        for c in (src.class_scores or {}).values():
+            if c in df.columns and c not in ctx.columns.all:
+                cols.append(F.col(f"`{c}`"))
+        proj = df.select(*cols)
+        for name, expr in perf.projection(ctx).items():
+            proj = proj.withColumn(name, expr)
+        return proj
+
+    def _load_previous_windows(self, ctx: RunContext, results: Results, windows: Sequence[datetime]) -> None:
+        """Sketch cells of the windows just before the run's windows, read back from ``sketches``."""
+        from pyspark.sql import functions as F
+
+        if "previous_window" not in self.cfg.drift.references:
+            return
+        need = sorted({w - self.window for w in windows} - set(windows))
+        if not need:
+            return
+        stored = self.output.read(self.spark, SKETCHES).where(
+            (F.col("monitor") == self.cfg.monitor)
+            & (F.col("granularity") == self.cfg.granularity)
+            & F.col("window_start").isin(need)
+        )
+        for r in with_quantiles(stored, self.probs).toPandas().to_dict("records"):
+            results.reference_cells[
+                (_py(r["window_start"]), _none(r["slice_key"]), _none(r["slice_value"]), r["column_name"])
+            ] = _cell(r)
+
+    def _volume_history(
+        self, windows: Sequence[datetime]
+    ) -> dict[tuple[str | None, str | None], list[tuple[datetime, float]]]:
+        """Recent windows' row counts from ``profile_metrics`` (no rescan), for the volume check."""
+        from pyspark.sql import functions as F
+
+        lo = min(windows) - 30 * self.window
+        df = self.output.read(self.spark, PROFILE_METRICS).where(
+            (F.col("monitor") == self.cfg.monitor)
+            & (F.col("granularity") == self.cfg.granularity)
+            & (F.col("column_name") == TABLE_COLUMN)
+            & (F.col("metric") == "row_count")
+            & (F.col("window_start") >= F.lit(lo))
+            & ~F.col("window_start").isin(list(windows))
+        )
+        out: dict[tuple[str | None, str | None], list[tuple[datetime, float]]] = {}
+        for r in (
+            df.select("window_start", "slice_key", "slice_value", "value").orderBy("window_start").collect()
+        ):
+            out.setdefault((r["slice_key"], r["slice_value"]), []).append(
+                (r["window_start"], float(r["value"] or 0))
+            )
+        return out
+
+    def _profile_rows(self, ctx: RunContext, results: Results) -> list[dict[str, Any]]:
+        rows = []
+        index = {c: i for i, c in enumerate(ctx.columns.all)}
+        for (ws, sk, sv), m in results.merged.items():
+            base = ctx.key_columns(ws, sk, sv)
+            rows.append(
+                {
+                    **base,
+                    "column_name": TABLE_COLUMN,
+                    "metric": "row_count",
+                    "value": float(m.get("row_count") or 0),
+                }
+            )
+            if ctx.has_labels:
+                rows.append(
+                    {
+                        **base,
+                        "column_name": TABLE_COLUMN,
+                        "metric": "labeled_count",
+                        "value": float(m.get("perf_labeled") or 0),
+                    }
+                )
+            for col, i in index.items():
+                cell = results.cells.get((ws, sk, sv, col))
+                if cell is None:
+                    continue
+                for metric, value in profile_metrics(
+                    cell, m, i, col in ctx.columns.numeric, list(self.probs)
+                ).items():
+                    rows.append({**base, "column_name": col, "metric": metric, "value": value})
+        return rows
+
+    def _samples(
+        self, proj: DataFrame, planned: Sequence[Any], failed: Sequence[str], ctx: RunContext
+    ) -> DataFrame | None:
+        from lakemon.quality import checks as qc
+
+        limit = self.cfg.quality.samples.limit
+        chosen = [p for p in planned if p.name in failed and p.row_condition is not None]
+        self._sample_columns = {p.name: p.spec.column or ",".join(p.spec.columns) for p in chosen}
+        if not chosen or limit == 0:
+            return None
+        src = self.cfg.source
+        cols = list(self.cfg.quality.samples.columns or [])
+        if not cols:
+            cols = [src.id, src.timestamp]
+            for p in chosen:
+                for c in [p.spec.column, *p.spec.columns]:
+                    if c and c not in cols:
+                        cols.append(c)
+        available = set(proj.columns)
+        renamed = proj.withColumnRenamed(ID, src.id) if src.id not in available else proj
+        renamed = renamed.withColumnRenamed(TS, src.timestamp) if src.timestamp not in available else renamed
+        cols = [c for c in cols if c in set(renamed.columns)]
+        return qc.sample_failures(renamed, chosen, limit, cols, window_col=WINDOW)
+
+    # ------------------------------------------------------------------------------------------------
+    def _write(
+        self,
+        ctx: RunContext,
+        tables: dict[str, list[dict[str, Any]]],
+        sketches_df: DataFrame,
+        samples_df: DataFrame | None,
+        facts: Sequence[WindowFacts],
+        windows: Sequence[datetime],
+        results: Results,
+    ) -> dict[str, int]:
+        """Replace the run's windows in every table; ``window_state`` last, so a crash re-runs them."""
+        from pyspark.sql import functions as F
+
+        spark, cfg = self.spark, self.cfg
+        written: dict[str, int] = {}
+
+        def put(table: TableDef, df: DataFrame, n: int) -> None:
+            io.replace_windows(spark, self.output, table, df, cfg.monitor, cfg.granularity, windows)
+            written[table.name] = n
+
+        put(SKETCHES, sketches_df, len(results.cells))
+        for table in (PROFILE_METRICS, QUALITY_RESULTS, PERFORMANCE_METRICS, DRIFT_METRICS, ALERTS):
+            rows = tables.get(table.name, [])
+            put(table, _frame(spark, table, rows), len(rows))
+        if samples_df is not None:
+            from pyspark.sql import Window
+
+            col_of = F.create_map(
+                *[x for name, col in self._sample_columns.items() for x in (F.lit(name), F.lit(col))]
+            )
+            s = samples_df.select(
+                F.lit(cfg.monitor).alias("monitor"),
+                F.col(WINDOW).alias("window_start"),
+                (F.col(WINDOW) + F.expr(f"INTERVAL {int(self.window.total_seconds())} SECONDS")).alias(
+                    "window_end"
+                ),
+                F.lit(cfg.granularity).alias("granularity"),
+                F.lit(None).cast("string").alias("slice_key"),
+                F.lit(None).cast("string").alias("slice_value"),
+                F.col("check_name").alias("check"),
+                col_of[F.col("check_name")].alias("column_name"),
+                F.row_number()
+                .over(Window.partitionBy("check_name", WINDOW).orderBy("row_json"))
+                .cast("int")
+                .alias("sample_index"),
+                F.col("row_json"),
+                F.lit(self.run_id).alias("run_id"),
+                F.lit(self.started_at).cast("timestamp").alias("computed_at"),
+            )
+            put(QUALITY_SAMPLES, s, -1)
+        else:
+            put(QUALITY_SAMPLES, _frame(spark, QUALITY_SAMPLES, []), 0)
+        by_ws = {f.window_start: f for f in facts}
+        state_rows = []
+        for ws in windows:
+            f = by_ws[ws]
+            m = results.merged.get((ws, None, None), {})
+            state_rows.append(
+                {
+                    **ctx.key_columns(ws, None, None),
+                    "row_count": f.row_count,
+                    "labeled_count": int(m.get("perf_labeled") or 0),
+                    "source_fingerprint": f.fingerprint,
+                    "label_fingerprint": f.label_fingerprint,
+                }
+            )
+        put(WINDOW_STATE, _frame(spark, WINDOW_STATE, state_rows), len(state_rows))
+        return written
+
+
+def _referenced_columns(df: DataFrame, expr: Any) -> list[str]:
+    """Source columns an aggregate expression references (so the projection carries them)."""
+    try:
+        plan = df.select(expr).queryExecution if hasattr(df, "queryExecution") else None
+        del plan
+    except Exception:
+        pass
+    text = str(expr)
+    return [
+        c
+        for c in df.columns
+        if f"'{c}'" in text
+        or f"`{c}`" in text
+        or f"({c}" in text
+        or f" {c}" in text
+        or f"{c})" in text
+        or f"{c} " in text
+    ]
+
+
+def _frame(spark: SparkSession, table: TableDef, rows: list[dict[str, Any]]) -> DataFrame:
+    """A DataFrame in the table's declared schema from driver-side rows (small: aggregated results)."""
+    import pandas as pd
+    from pyspark.sql.types import StructType
+
+    schema = StructType.fromDDL(table.ddl)
+    if not rows:
+        return spark.createDataFrame([], schema)
+    cols = table.columns
+    pdf = pd.DataFrame([{c: r.get(c) for c in cols} for r in rows], columns=cols)
+    for f in schema.fields:
+        t = f.dataType.simpleString()
+        if t in ("double",):
+            pdf[f.name] = pd.to_numeric(pdf[f.name], errors="coerce").astype("float64")
+        elif t in ("bigint", "int"):
+            pdf[f.name] = pdf[f.name].astype("Int64" if t == "bigint" else "Int32")
+        elif t == "boolean":
+            pdf[f.name] = pdf[f.name].astype("boolean")
+        elif t == "timestamp":
+            pdf[f.name] = pd.to_datetime(pdf[f.name])
+    return spark.createDataFrame(pdf, schema)
+
+
+def _none(v: Any) -> Any:
+    if v is None:
+        return None
+    if isinstance(v, float) and np.isnan(v):
+        return None
+    return v
+
+
+def _py(ts: Any) -> datetime:
+    return ts.to_pydatetime() if hasattr(ts, "to_pydatetime") else ts
+
+
+def _cell(r: dict[str, Any]) -> dict[str, Any]:
+    out = {k: _none(v) if not isinstance(v, (list, np.ndarray, dict)) else v for k, v in r.items()}
+    q = r.get("quantiles")
+    out["quantiles"] = None if q is None or (isinstance(q, float)) else np.asarray(q, dtype=float)
+    f = r.get("frequencies")
+    if f is not None and not isinstance(f, dict):
+        f = dict(f)
+    out["frequencies"] = f
+    return out
+
+
+def run_monitor(
+    spark: SparkSession,
+    cfg: MonitorConfig,
+    *,
+    as_of: datetime | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    config_path: str | None = None,
+    deliver: bool = True,
+) -> RunResult:
+    """Run one monitor: the windows not yet processed plus changed ones; with ``start``/``end`` a backfill."""
+    backfill = (start, end) if (start is not None or end is not None) else None
+    return Monitor(spark, cfg, as_of=as_of, backfill=backfill, config_path=config_path, deliver=deliver).run()
+
+
+def window_range(start: datetime, days: int) -> list[datetime]:
+    """Helper for tests and the demo: ``days`` daily window starts from ``start``."""
+    return [start + timedelta(days=i) for i in range(days)]

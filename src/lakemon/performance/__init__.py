@@ -1,0 +1,1 @@
+"""Model-performance metrics finished on the driver from Spark aggregates (sums, histograms, counts)."""

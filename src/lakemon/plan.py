@@ -1,0 +1,193 @@
+"""The shared computation: every metric of a run comes out of a handful of aggregations.
+
+Each signal (profile, quality, performance, drift) contributes :class:`Agg` specs: a Spark aggregate at the
+finest grain (window x combination of slice values) and the way it merges upward (sum, min, max, KLL
+merge, HLL union). One ``groupBy`` computes them all over the run's projected rows; merging the small
+result up to each slice (and the whole population) costs nothing next to the scan. Keyed aggregations
+(category frequencies, score histograms, confusion matrices) follow the same pattern with one extra key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import reduce
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
+
+Merge = Literal["sum", "min", "max", "kll", "hll"]
+
+WINDOW = "__window_start"
+OTHER = "__other__"
+NULL_VALUE = "__null__"
+
+
+@dataclass(frozen=True)
+class Agg:
+    """One aggregate at the finest grain and how it merges into coarser groups."""
+
+    name: str
+    expr: Column
+    merge: Merge = "sum"
+
+
+@dataclass(frozen=True)
+class SliceDim:
+    """A slice dimension: its ``slice_key`` and the projected column holding its (guarded) value."""
+
+    key: str
+    column: str
+    protected: bool = False
+    kind: Literal["column", "expression"] = "column"
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """The grouping of a run: window column plus slice dimensions (population = no dimension)."""
+
+    slices: tuple[SliceDim, ...] = ()
+    window: str = WINDOW
+
+    @property
+    def finest(self) -> list[str]:
+        """Columns of the finest grain."""
+        return [self.window, *[s.column for s in self.slices]]
+
+
+def merge_column(name: str, merge: Merge) -> Column:
+    """The aggregate that merges finest-grain values of ``name`` into a coarser group."""
+    from pyspark.sql import functions as F
+
+    col = F.col(f"`{name}`")
+    if merge == "sum":
+        return F.sum(col)
+    if merge == "min":
+        return F.min(col)
+    if merge == "max":
+        return F.max(col)
+    if merge == "kll":
+        return F.expr(f"kll_merge_agg_double(`{name}`)")
+    if merge == "hll":
+        return F.expr(f"hll_union_agg(`{name}`, true)")
+    raise ValueError(f"unknown merge kind {merge!r}")
+
+
+def merge_upward(
+    finest: DataFrame, grouping: Grouping, merges: dict[str, Merge], extra_keys: Sequence[str] = ()
+) -> DataFrame:
+    """Merge a finest-grain aggregate to the whole population and to every slice, in one plan.
+
+    Returns rows keyed by ``window_start, slice_key, slice_value, *extra_keys`` (both slice columns NULL for
+    the population). ``finest`` is small (windows x slice combinations), so this is cheap.
+    """
+    from pyspark.sql import functions as F
+
+    aggs = [merge_column(n, m).alias(n) for n, m in merges.items()]
+    parts = []
+    pop = finest.groupBy(grouping.window, *extra_keys).agg(*aggs)
+    parts.append(
+        pop.select(
+            F.col(grouping.window).alias("window_start"),
+            F.lit(None).cast("string").alias("slice_key"),
+            F.lit(None).cast("string").alias("slice_value"),
+            *[F.col(f"`{k}`") for k in extra_keys],
+            *[F.col(f"`{n}`") for n in merges],
+        )
+    )
+    for dim in grouping.slices:
+        g = finest.groupBy(grouping.window, dim.column, *extra_keys).agg(*aggs)
+        parts.append(
+            g.select(
+                F.col(grouping.window).alias("window_start"),
+                F.lit(dim.key).alias("slice_key"),
+                F.col(dim.column).cast("string").alias("slice_value"),
+                *[F.col(f"`{k}`") for k in extra_keys],
+                *[F.col(f"`{n}`") for n in merges],
+            )
+        )
+    return reduce(lambda a, b: a.unionByName(b), parts)
+
+
+def aggregate(
+    df: DataFrame, grouping: Grouping, aggs: Sequence[Agg], extra_keys: Sequence[str] = ()
+) -> DataFrame:
+    """Compute ``aggs`` at the finest grain in ONE aggregation, then merge them up to every slice."""
+    names = [a.name for a in aggs]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ValueError(f"aggregate names must be unique: {sorted(dup)}")
+    finest = df.groupBy(*grouping.finest, *extra_keys).agg(*[a.expr.alias(a.name) for a in aggs])
+    return merge_upward(finest, grouping, {a.name: a.merge for a in aggs}, extra_keys)
+
+
+@dataclass(frozen=True)
+class ColumnSet:
+    """The monitored columns by kind (features, and the model's outputs and labels)."""
+
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+    roles: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        """Every monitored column."""
+        return (*self.numeric, *self.categorical)
+
+    def role(self, column: str) -> str:
+        """``feature``, ``score``, ``prediction`` or ``label``."""
+        return self.roles.get(column, "feature")
+
+
+def guard_slice_values(df: DataFrame, columns: Sequence[tuple[str, int]]) -> dict[str, list[str]]:
+    """The most frequent values of each slice column (at most ``max_values`` each), in ONE aggregation.
+
+    Values beyond the limit are grouped as ``__other__`` by :func:`slice_value_column`. Only the kept
+    values (bounded) reach the driver.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    if not columns:
+        return {}
+    stacked = df.select(
+        F.explode(
+            F.array(
+                *[
+                    F.struct(
+                        F.lit(c).alias("k"),
+                        F.coalesce(F.col(f"`{c}`").cast("string"), F.lit(NULL_VALUE)).alias("v"),
+                    )
+                    for c, _ in columns
+                ]
+            )
+        ).alias("kv")
+    ).select("kv.k", "kv.v")
+    counts = stacked.groupBy("k", "v").count()
+    limits = F.create_map(*[x for c, n in columns for x in (F.lit(c), F.lit(n + 1))])
+    ranked = counts.withColumn(
+        "r", F.row_number().over(Window.partitionBy("k").orderBy(F.desc("count"), "v"))
+    )
+    kept = ranked.where(F.col("r") <= limits[F.col("k")]).collect()  # bounded: <= max_values+1 per column
+    out: dict[str, list[tuple[int, str]]] = {c: [] for c, _ in columns}
+    for row in kept:
+        out[row["k"]].append((row["r"], row["v"]))
+    result: dict[str, list[str]] = {}
+    for c, n in columns:
+        vals = [v for _, v in sorted(out[c])]
+        result[c] = vals[:n] if len(vals) > n else vals
+        if len(vals) > n:
+            result[c] = [*vals[:n], OTHER]
+    return result
+
+
+def slice_value_column(column: str, kept: Sequence[str]) -> Column:
+    """The guarded slice value: the value itself if kept, ``__null__`` for NULL, else ``__other__``."""
+    from pyspark.sql import functions as F
+
+    raw = F.coalesce(F.col(f"`{column}`").cast("string"), F.lit(NULL_VALUE))
+    keep = [v for v in kept if v != OTHER]
+    if OTHER not in kept:
+        return raw
+    return F.when(raw.isin(keep), raw).otherwise(F.lit(OTHER))

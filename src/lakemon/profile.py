@@ -1,0 +1,247 @@
+"""Column profiles: the aggregates every run computes for every monitored column, and their sketches.
+
+Numeric columns get counts, moments over finite values, a KLL quantile sketch and an HLL distinct-count
+sketch; categorical columns get counts, lengths and an HLL sketch, plus value frequencies (top N and
+``__other__``) from one keyed aggregation. The mergeable parts go to the ``sketches`` table, so coarser
+windows and drift over any range are computed later without rescanning the log.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from lakemon.plan import OTHER, Agg, ColumnSet, Grouping, merge_upward
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
+
+TABLE_COLUMN = ":table"
+PROFILE_QUANTILES: tuple[tuple[str, float], ...] = (
+    ("p01", 0.01),
+    ("p05", 0.05),
+    ("p25", 0.25),
+    ("median", 0.5),
+    ("p75", 0.75),
+    ("p95", 0.95),
+    ("p99", 0.99),
+)
+
+
+def col_id(i: int) -> str:
+    """Safe aggregate-name prefix for the i-th monitored column."""
+    return f"c{i:03d}"
+
+
+def _q(name: str) -> Column:
+    from pyspark.sql import functions as F
+
+    return F.col(f"`{name}`")
+
+
+def profile_aggs(columns: ColumnSet, sketch_k: int) -> list[Agg]:
+    """Finest-grain aggregates of the profile (and of the drift sketches)."""
+    from pyspark.sql import functions as F
+
+    aggs: list[Agg] = [Agg("row_count", F.count(F.lit(1)))]
+    for i, c in enumerate(columns.all):
+        p = col_id(i)
+        x = _q(c)
+        aggs.append(Agg(f"{p}_nn", F.count(x)))
+        aggs.append(Agg(f"{p}_nulls", F.count_if(x.isNull())))
+        aggs.append(Agg(f"{p}_hll", _hll(x), "hll"))
+        if c in columns.numeric:
+            d = x.cast("double")
+            finite = F.when(~F.isnan(d) & (F.abs(d) != F.lit(float("inf"))), d)
+            aggs += [
+                Agg(f"{p}_nan", F.count_if(F.isnan(d))),
+                Agg(f"{p}_inf", F.count_if(F.abs(d) == F.lit(float("inf")))),
+                Agg(f"{p}_zeros", F.count_if(d == F.lit(0.0))),
+                Agg(f"{p}_fin", F.count(finite)),
+                Agg(f"{p}_sum", F.sum(finite)),
+                Agg(f"{p}_sumsq", F.sum(finite * finite)),
+                Agg(f"{p}_min", F.min(finite), "min"),
+                Agg(f"{p}_max", F.max(finite), "max"),
+                Agg(f"{p}_kll", F.kll_sketch_agg_double(finite, F.lit(int(sketch_k))), "kll"),
+            ]
+        else:
+            length = F.length(x.cast("string"))
+            aggs += [
+                Agg(f"{p}_len_sum", F.sum(length)),
+                Agg(f"{p}_len_min", F.min(length), "min"),
+                Agg(f"{p}_len_max", F.max(length), "max"),
+            ]
+    return aggs
+
+
+def _hll(x: Column) -> Column:
+    from pyspark.sql import functions as F
+
+    return F.hll_sketch_agg(F.when(x.isNotNull(), F.xxhash64(x)))
+
+
+def category_frequencies(
+    df: DataFrame, grouping: Grouping, categorical: Sequence[str], top_n: int
+) -> DataFrame:
+    """Value counts of every categorical column per window and slice, in ONE keyed aggregation.
+
+    Returns ``window_start, slice_key, slice_value, column_name, frequencies`` where ``frequencies`` maps
+    the top ``top_n`` values (per window and slice) to their counts and the rest to ``__other__``.
+    NULLs are not counted here (they are the profile's ``nulls``).
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    if not categorical:
+        return None  # type: ignore[return-value]
+    stacked = df.select(
+        *grouping.finest,
+        F.explode(
+            F.array(
+                *[
+                    F.struct(F.lit(c).alias("column_name"), _q(c).cast("string").alias("value"))
+                    for c in categorical
+                ]
+            )
+        ).alias("cv"),
+    ).select(*grouping.finest, "cv.column_name", "cv.value")
+    finest = (
+        stacked.where(F.col("value").isNotNull())
+        .groupBy(*grouping.finest, "column_name", "value")
+        .agg(F.count(F.lit(1)).alias("n"))
+    )
+    merged = merge_upward(finest, grouping, {"n": "sum"}, extra_keys=("column_name", "value"))
+    key = ["window_start", "slice_key", "slice_value", "column_name"]
+    ranked = merged.withColumn(
+        "r", F.row_number().over(Window.partitionBy(*key).orderBy(F.desc("n"), F.col("value")))
+    ).withColumn("value", F.when(F.col("r") <= top_n, F.col("value")).otherwise(F.lit(OTHER)))
+    folded = ranked.groupBy(*key, "value").agg(F.sum("n").alias("n"))
+    return folded.groupBy(*key).agg(
+        F.map_from_entries(F.collect_list(F.struct("value", F.col("n").cast("bigint")))).alias("frequencies")
+    )
+
+
+def sketch_rows(merged: DataFrame, freqs: DataFrame | None, columns: ColumnSet) -> DataFrame:
+    """One row per window x slice x column in the ``sketches`` layout (Spark-side; binaries stay in Spark)."""
+    from pyspark.sql import functions as F
+
+    structs = []
+    for i, c in enumerate(columns.all):
+        p = col_id(i)
+        numeric = c in columns.numeric
+        structs.append(
+            F.struct(
+                F.lit(c).alias("column_name"),
+                F.lit("numeric" if numeric else "categorical").alias("column_type"),
+                F.col("row_count").cast("bigint").alias("row_count"),
+                F.col(f"{p}_nn").cast("bigint").alias("non_null"),
+                F.col(f"{p}_nulls").cast("bigint").alias("nulls"),
+                (F.col(f"{p}_sum") if numeric else F.lit(None)).cast("double").alias("value_sum"),
+                (F.col(f"{p}_sumsq") if numeric else F.lit(None)).cast("double").alias("value_sum_sq"),
+                (F.col(f"{p}_min") if numeric else F.lit(None)).cast("double").alias("min_value"),
+                (F.col(f"{p}_max") if numeric else F.lit(None)).cast("double").alias("max_value"),
+                (F.col(f"{p}_kll") if numeric else F.lit(None)).cast("binary").alias("kll"),
+                F.col(f"{p}_hll").cast("binary").alias("hll"),
+            )
+        )
+    rows = merged.select(
+        "window_start", "slice_key", "slice_value", F.explode(F.array(*structs)).alias("s")
+    ).select("window_start", "slice_key", "slice_value", "s.*")
+    if freqs is None:
+        return rows.withColumn("frequencies", F.lit(None).cast("map<string,bigint>"))
+    key = ["window_start", "slice_key", "slice_value", "column_name"]
+    return rows.join(freqs, on=[rows[k].eqNullSafe(freqs[k]) for k in key], how="left").select(
+        *[rows[k] for k in key], *[rows[c] for c in rows.columns if c not in key], freqs["frequencies"]
+    )
+
+
+def with_quantiles(sketches: DataFrame, probs: Sequence[float]) -> DataFrame:
+    """Replace the binary sketches by what the driver needs: quantiles at ``probs`` and distinct counts."""
+    from pyspark.sql import functions as F
+
+    arr = "array(" + ", ".join(f"{p:.6f}" for p in probs) + ")"
+    q = F.when(
+        F.col("kll").isNotNull() & (F.expr("kll_sketch_get_n_double(kll)") > 0),
+        F.expr(f"kll_sketch_get_quantile_double(kll, {arr})"),
+    )
+    distinct = F.when(F.col("hll").isNotNull(), F.expr("hll_sketch_estimate(hll)"))
+    return sketches.select(
+        *[
+            c
+            for c in sketches.columns
+            if c not in ("kll", "hll", "run_id", "computed_at", "monitor", "window_end", "granularity")
+        ],
+        q.alias("quantiles"),
+        distinct.cast("bigint").alias("distinct_count"),
+    )
+
+
+def _f(v: Any) -> float | None:
+    if v is None:
+        return None
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def profile_metrics(
+    cell: Mapping[str, Any],
+    merged_row: Mapping[str, Any],
+    column_index: int,
+    numeric: bool,
+    probs: Sequence[float],
+) -> dict[str, float | None]:
+    """The profile of one column in one window and slice, from its sketch cell and merged aggregates."""
+    p = col_id(column_index)
+    rows = int(cell["row_count"] or 0)
+    nn = int(cell["non_null"] or 0)
+    nulls = int(cell["nulls"] or 0)
+    out: dict[str, float | None] = {
+        "count": float(nn),
+        "num_nulls": float(nulls),
+        "null_ratio": nulls / rows if rows else None,
+        "distinct_count": _f(cell.get("distinct_count")),
+    }
+    out["percent_distinct"] = (
+        100.0 * out["distinct_count"] / nn if nn and out["distinct_count"] is not None else None  # type: ignore[operator]
+    )
+    if numeric:
+        fin = int(merged_row.get(f"{p}_fin") or 0)
+        s, ss = _f(cell.get("value_sum")), _f(cell.get("value_sum_sq"))
+        mean = s / fin if fin and s is not None else None
+        std = None
+        if fin > 1 and s is not None and ss is not None:
+            std = math.sqrt(max(ss - s * s / fin, 0.0) / (fin - 1))
+        out.update(
+            {
+                "num_nan": _f(merged_row.get(f"{p}_nan")),
+                "num_inf": _f(merged_row.get(f"{p}_inf")),
+                "num_zeros": _f(merged_row.get(f"{p}_zeros")),
+                "percent_zeros": 100.0 * float(merged_row.get(f"{p}_zeros") or 0) / nn if nn else None,
+                "min": _f(cell.get("min_value")),
+                "max": _f(cell.get("max_value")),
+                "avg": mean,
+                "stddev": std,
+            }
+        )
+        q = cell.get("quantiles")
+        if q is not None and len(q) == len(probs):
+            for name, prob in PROFILE_QUANTILES:
+                idx = min(range(len(probs)), key=lambda j: abs(probs[j] - prob))
+                out[name] = _f(q[idx])
+        else:
+            for name, _ in PROFILE_QUANTILES:
+                out[name] = None
+    else:
+        lens = _f(merged_row.get(f"{p}_len_sum"))
+        out.update(
+            {
+                "avg_length": lens / nn if nn and lens is not None else None,
+                "min_length": _f(merged_row.get(f"{p}_len_min")),
+                "max_length": _f(merged_row.get(f"{p}_len_max")),
+            }
+        )
+    return out

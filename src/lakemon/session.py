@@ -1,0 +1,67 @@
+"""The one SparkSession builder: an existing session is taken as it is, otherwise a local Delta session."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+# Maven Central serves the Spark-4.2 build of Delta at 4.4.0; pyproject pins delta-spark==4.4.0 to match.
+DELTA_PACKAGE = "io.delta:delta-spark_4.2_2.13:4.4.0"
+
+LOCAL_DEFAULTS: dict[str, str] = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.shuffle.partitions": "8",
+    "spark.sql.adaptive.enabled": "true",
+    # Wide aggregations (hundreds of fields) otherwise silently lose whole-stage codegen.
+    "spark.sql.codegen.maxFields": "2000",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.driver.memory": "6g",
+    "spark.databricks.delta.schema.autoMerge.enabled": "false",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+}
+
+
+def active_session() -> SparkSession | None:
+    """Return the already running SparkSession (Databricks, spark-submit, a notebook), if any."""
+    from pyspark.sql import SparkSession
+
+    return SparkSession.getActiveSession()
+
+
+def get_spark(
+    app_name: str = "lakemon",
+    master: str | None = None,
+    extra_conf: dict[str, str] | None = None,
+) -> SparkSession:
+    """Build the session once, or take the running one as it is.
+
+    When a session already exists (Databricks, ``spark-submit`` with a master, a notebook), it is
+    returned untouched: the platform owns its configuration. Otherwise a local session with the Delta
+    extensions is started; the Delta JAR is resolved from the local Maven repository, where
+    ``scripts/setup.sh`` fetched it, so no network is needed.
+    """
+    existing = active_session()
+    if existing is not None:
+        return existing
+
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(app_name)
+    conf = dict(LOCAL_DEFAULTS)
+    conf.update(extra_conf or {})
+    under_submit = "PYSPARK_GATEWAY_PORT" in os.environ  # spark-submit already started the JVM with its conf
+    if master is not None:
+        builder = builder.master(master)
+    elif not under_submit:
+        builder = builder.master(os.environ.get("LAKEMON_SPARK_MASTER", "local[*]"))
+    if not under_submit:
+        conf.setdefault("spark.jars.packages", DELTA_PACKAGE)
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()

@@ -1,0 +1,1 @@
+"""Tracking and notification: MLflow, webhooks and Prometheus pushes of a monitor run."""

@@ -1,0 +1,69 @@
+"""One MLflow run per monitoring run: params, headline metrics, alert tags and a JSON summary artifact.
+
+The only module that imports mlflow. With no tracking URI configured, the store is MLflow's local default
+(``sqlite:///mlflow.db`` in the working directory); ``mlflow ui --backend-store-uri <uri>`` shows the runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_BAD = re.compile(r"[^A-Za-z0-9_\-. /:]")
+
+
+def metric_key(name: str) -> str:
+    """MLflow metric keys allow letters, digits, ``_ - . / :`` and spaces only."""
+    return _BAD.sub("_", name)[:250]
+
+
+def log_run(
+    tracking_uri: str | None,
+    experiment: str,
+    run_name: str,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float | None],
+    tags: Mapping[str, str],
+    artifacts: Mapping[str, Any],
+    status: str = "FINISHED",
+) -> str:
+    """Log a finished monitoring run and return its MLflow run id."""
+    import mlflow
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(experiment)
+    clean_metrics = {
+        metric_key(k): float(v)
+        for k, v in metrics.items()
+        if v is not None and v == v and abs(float(v)) != float("inf")
+    }
+    with mlflow.start_run(run_name=run_name) as run:
+        mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+        if clean_metrics:
+            mlflow.log_metrics(clean_metrics)
+        mlflow.set_tags(dict(tags))
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, payload in artifacts.items():
+                path = os.path.join(tmp, name)
+                with open(path, "w") as fh:
+                    json.dump(payload, fh, indent=2, default=str, sort_keys=True)
+                mlflow.log_artifact(path)
+        run_id = run.info.run_id
+    if status != "FINISHED":
+        mlflow.MlflowClient().set_terminated(run_id, status=status)
+    log.info("MLflow run %s logged to experiment '%s'", run_id, experiment)
+    return run_id
+
+
+def ui_command(tracking_uri: str | None) -> str:
+    """The command that opens the MLflow UI on a store."""
+    uri = tracking_uri or "sqlite:///mlflow.db"
+    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"

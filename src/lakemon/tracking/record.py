@@ -1,0 +1,497 @@
+"""Recording a run: alert evaluation over the run and the stored history, delivery (webhooks, Prometheus),
+the MLflow run, the summary, and the run bookkeeping in ``runs`` (interrupted and concurrent runs)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from lakemon import io
+from lakemon.alerts import SIGNALS, AlertRow, Observation, evaluate, rules_for, summarize
+from lakemon.context import Results, RunContext
+from lakemon.quality.compute import SIGNAL_OF_CHECK
+from lakemon.tables import ALERTS, DRIFT_METRICS, PERFORMANCE_METRICS, QUALITY_RESULTS, RUNS
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from lakemon.job import Monitor, RunResult
+
+log = logging.getLogger("lakemon")
+
+HEADLINE = {
+    "binary": ("accuracy", "roc_auc", "f1", "estimated_accuracy", "label_coverage"),
+    "multiclass": ("accuracy", "macro_f1", "estimated_accuracy", "label_coverage"),
+    "regression": ("rmse", "mae", "r2", "label_coverage"),
+    "ranking": ("mrr", "label_coverage"),
+}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Run bookkeeping
+# ---------------------------------------------------------------------------------------------------
+
+
+def _alive(owner: str | None) -> bool | None:
+    """True/False for a run owned by a process of this host; None when it ran elsewhere."""
+    if not owner or ":" not in owner:
+        return None
+    host, pid = owner.rsplit(":", 1)
+    if host != socket.gethostname():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True
+
+
+def reap_interrupted_runs(
+    spark: SparkSession, output: io.Output, monitor: str, stale_hours: float = 24.0
+) -> None:
+    """Mark runs left ``running`` by a process that died (killed driver) as failed, saying so."""
+    from pyspark.sql import functions as F
+
+    rows = (
+        output.read(spark, RUNS)
+        .where((F.col("monitor") == monitor) & (F.col("status") == "running"))
+        .collect()
+    )
+    now = datetime.utcnow()
+    for r in rows:  # a handful at most
+        alive = _alive(r["owner"])
+        stale = (now - r["started_at"]).total_seconds() > stale_hours * 3600
+        if alive is False or (alive is None and stale):
+            d = r.asDict()
+            d.update(
+                status="failed",
+                finished_at=now,
+                error="interrupted: the run's process ended before it finished (killed or crashed); "
+                "its windows were not marked done and are recomputed by the next run",
+            )
+            io.upsert_run(spark, output, d)
+            log.warning("[%s] run %s was interrupted earlier; recorded as failed", monitor, r["run_id"])
+
+
+def refuse_if_concurrent(
+    spark: SparkSession, output: io.Output, monitor: str, run_id: str, started_at: datetime
+) -> None:
+    """Refuse to run while an earlier run of the same monitor is still running (clear message)."""
+    from pyspark.sql import functions as F
+
+    rows = (
+        output.read(spark, RUNS)
+        .where((F.col("monitor") == monitor) & (F.col("status") == "running") & (F.col("run_id") != run_id))
+        .collect()
+    )
+    for r in rows:
+        if _alive(r["owner"]) is False:
+            continue
+        if (r["started_at"], r["run_id"]) < (started_at, run_id):
+            msg = (
+                f"another run of monitor '{monitor}' is in progress (run {r['run_id']} started "
+                f"{r['started_at']:%Y-%m-%d %H:%M:%S} UTC by {r['owner']}); this run was refused and wrote nothing"
+            )
+            io.upsert_run(
+                spark,
+                output,
+                {
+                    "run_id": run_id,
+                    "monitor": monitor,
+                    "started_at": started_at,
+                    "finished_at": datetime.utcnow(),
+                    "status": "refused",
+                    "error": msg,
+                },
+            )
+            raise io.ConcurrentRunError(msg)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Alerts
+# ---------------------------------------------------------------------------------------------------
+
+
+def observations(rows_by_table: dict[str, list[dict[str, Any]]]) -> list[Observation]:
+    """Every signal's results as alert observations."""
+    obs: list[Observation] = []
+    for r in rows_by_table.get(QUALITY_RESULTS.name, []):
+        obs.append(
+            Observation(
+                signal=SIGNAL_OF_CHECK.get(r["kind"], "quality"),
+                metric=r["check"],
+                column_name=r["column_name"],
+                slice_key=r["slice_key"],
+                slice_value=r["slice_value"],
+                window_start=r["window_start"],
+                window_end=r["window_end"],
+                value=r["fail_ratio"],
+                threshold=r["max_fail_ratio"],
+                flagged=not r["passed"],
+                severity_hint=r["severity"],
+            )
+        )
+    for r in rows_by_table.get(PERFORMANCE_METRICS.name, []):
+        if r.get("class") is not None:
+            continue
+        metric = r["metric"]
+        obs.append(
+            Observation(
+                signal="estimated_performance" if metric.startswith("estimated_") else "performance",
+                metric=metric,
+                column_name=None,
+                slice_key=r["slice_key"],
+                slice_value=r["slice_value"],
+                window_start=r["window_start"],
+                window_end=r["window_end"],
+                value=r["value"],
+            )
+        )
+    for r in rows_by_table.get(DRIFT_METRICS.name, []):
+        if r.get("threshold") is None:
+            continue
+        obs.append(
+            Observation(
+                signal="drift",
+                metric=r["statistic"],
+                column_name=r["column_name"],
+                slice_key=r["slice_key"],
+                slice_value=r["slice_value"],
+                window_start=r["window_start"],
+                window_end=r["window_end"],
+                value=r["value"],
+                threshold=r["threshold"],
+                flagged=r["drifted"],
+            )
+        )
+    return obs
+
+
+def _history(monitor: Monitor, windows: Sequence[datetime], depth: int) -> dict[str, list[dict[str, Any]]]:
+    """Earlier windows' results read back from the monitoring tables (the alerts' memory)."""
+    from pyspark.sql import functions as F
+
+    cfg = monitor.cfg
+    lo = min(windows) - depth * monitor.window
+    cond = (
+        (F.col("monitor") == cfg.monitor)
+        & (F.col("granularity") == cfg.granularity)
+        & (F.col("window_start") >= F.lit(lo))
+        & (F.col("window_start") < F.lit(min(windows)))
+    )
+    out: dict[str, list[dict[str, Any]]] = {}
+    out[QUALITY_RESULTS.name] = [
+        r.asDict() for r in monitor.output.read(monitor.spark, QUALITY_RESULTS).where(cond).collect()
+    ]
+    out[PERFORMANCE_METRICS.name] = [
+        r.asDict()
+        for r in monitor.output.read(monitor.spark, PERFORMANCE_METRICS)
+        .where(cond & F.col("class").isNull())
+        .collect()
+    ]
+    out[DRIFT_METRICS.name] = [
+        r.asDict()
+        for r in monitor.output.read(monitor.spark, DRIFT_METRICS)
+        .where(cond & F.col("threshold").isNotNull())
+        .collect()
+    ]
+    return out
+
+
+def evaluate_alerts(
+    monitor: Monitor,
+    ctx: RunContext,
+    results: Results,
+    tables: dict[str, list[dict[str, Any]]],
+    windows: Sequence[datetime],
+) -> list[dict[str, Any]]:
+    """Alert rows for the run's windows: rules over this run's results plus the stored history, then
+    delivery of new notifications (sinks), each recorded with its status."""
+    from pyspark.sql import functions as F
+
+    cfg = monitor.cfg
+    rules = rules_for(cfg)
+    depth = max(
+        [r.persistence.n for r in rules]
+        + [r.persistence.resolve_after for r in rules]
+        + [r.condition.history for r in rules]
+        + [1]
+    )
+    depth = min(depth + 1, 90)
+    obs = observations(_history(monitor, windows, depth)) + observations(tables)
+    baseline = {
+        ("performance", metric, None, sk, sv): value
+        for (sk, sv), metrics in results.baseline_metrics.items()
+        for metric, value in metrics.items()
+    }
+    rows = evaluate(rules, obs, baseline, emit_windows=set(windows))
+    # notifications already sent for these windows (a re-run must not send them again)
+    existing = monitor.output.read(monitor.spark, ALERTS).where(
+        (F.col("monitor") == cfg.monitor)
+        & (F.col("granularity") == cfg.granularity)
+        & F.col("window_start").isin(list(windows))
+    )
+    sent = {
+        (r["alert_id"], r["window_start"], r["notify"]): r["delivery"]
+        for r in existing.select("alert_id", "window_start", "notify", "delivery").collect()
+    }
+    to_send = [r for r in rows if r.notify != "none" and (r.alert_id, r.window_start, r.notify) not in sent]
+    delivery: dict[str, Any] = {}
+    if monitor.deliver and to_send and cfg.alerts.sinks:
+        from lakemon.tracking.webhooks import deliver
+
+        delivery = deliver(to_send, cfg.alerts.sinks, cfg.monitor, monitor.run_id)
+        for name, status in delivery.items():
+            log.info(
+                "[%s] sink %s: %s (%s attempt(s))",
+                cfg.monitor,
+                name,
+                status.get("status"),
+                status.get("attempts"),
+            )
+    out = []
+    pending = {(r.alert_id, r.window_start, r.notify) for r in to_send}
+    for r in rows:
+        d = dataclasses.asdict(r)
+        key = (r.alert_id, r.window_start, r.notify)
+        if key in sent:
+            d["delivery"] = sent[key]
+        elif key in pending and delivery:
+            d["delivery"] = json.dumps(
+                {k: {kk: v.get(kk) for kk in ("status", "attempts", "error")} for k, v in delivery.items()}
+            )
+        elif r.notify != "none":
+            d["delivery"] = json.dumps(
+                {"status": "no_sinks"} if not cfg.alerts.sinks else {"status": "not_sent"}
+            )
+        d.update(ctx.key_columns(r.window_start, r.slice_key, r.slice_value))
+        out.append(d)
+    monitor._alert_rows = rows  # kept for the summary
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Summary, MLflow, Prometheus
+# ---------------------------------------------------------------------------------------------------
+
+
+def summary(
+    monitor: Monitor, ctx: RunContext, tables: dict[str, list[dict[str, Any]]], result: RunResult
+) -> dict[str, Any]:
+    """The run's readable summary (printed by the demo, logged to MLflow as JSON)."""
+    cfg = monitor.cfg
+    latest = max(result.windows) if result.windows else None
+    alert_rows = getattr(monitor, "_alert_rows", [])
+    alerts = summarize(alert_rows)
+    quality_failed = [r for r in tables.get(QUALITY_RESULTS.name, []) if not r["passed"]]
+    drifted = [r for r in tables.get(DRIFT_METRICS.name, []) if r.get("drifted")]
+    headline: dict[str, float] = {}
+    for r in tables.get(PERFORMANCE_METRICS.name, []):
+        if (
+            r["window_start"] == latest
+            and r["slice_key"] is None
+            and r["class"] is None
+            and r["metric"] in HEADLINE[cfg.problem_type]
+        ):
+            if r["value"] is not None:
+                headline[f"performance.{r['metric']}"] = r["value"]
+    latest_labeled = {}
+    for r in tables.get(PERFORMANCE_METRICS.name, []):
+        if (
+            r["slice_key"] is None
+            and r["class"] is None
+            and r["metric"] in HEADLINE[cfg.problem_type]
+            and r["value"] is not None
+        ):
+            if r["metric"] not in latest_labeled or r["window_start"] >= latest_labeled[r["metric"]][0]:
+                latest_labeled[r["metric"]] = (r["window_start"], r["value"])
+    for metric, (_ws, value) in latest_labeled.items():
+        headline.setdefault(f"performance.{metric}", value)
+    firing = [r for r in alert_rows if r.status == "firing"]
+    return {
+        "monitor": cfg.monitor,
+        "run_id": monitor.run_id,
+        "windows": len(result.windows),
+        "first_window": min(result.windows) if result.windows else None,
+        "last_window": latest,
+        "rows_read": result.rows_read,
+        "rows_written": result.rows_written,
+        "quality_checks_failed": len(quality_failed),
+        "quality_failed": sorted(
+            {(r["check"], str(r["window_start"])[:10]) for r in quality_failed if r["slice_key"] is None}
+        ),
+        "drift_cells_drifted": len(drifted),
+        "alerts": alerts,
+        "alerts_firing_latest_window": result.alerts_firing,
+        "alert_episodes": sorted(
+            {
+                (
+                    r.rule,
+                    r.signal,
+                    r.metric,
+                    r.column_name or "",
+                    f"{r.slice_key}={r.slice_value}" if r.slice_key else "all",
+                    str(r.first_window_start)[:10],
+                    r.severity,
+                )
+                for r in firing
+            }
+        ),
+        "headline": headline,
+        "phase_seconds": {k: round(v, 2) for k, v in monitor.phases.seconds.items()},
+    }
+
+
+def log_success(
+    monitor: Monitor,
+    result: RunResult,
+    tables: dict[str, Any],
+    alert_rows: list[dict[str, Any]],
+    run_row: dict[str, Any],
+) -> str | None:
+    """Log the run to MLflow: params, headline metrics, alert tags, JSON summary and alert list."""
+    from lakemon.tracking.mlflow_run import log_run
+
+    cfg = monitor.cfg
+    if not cfg.mlflow.enabled:
+        return None
+    summ = result.summary or {}
+    alerts = summ.get("alerts") or summarize(getattr(monitor, "_alert_rows", []))
+    signals = alerts.get("signals_firing", {s: False for s in SIGNALS})
+    tags = {f"lakemon.alert.{s}": "true" if signals.get(s) else "false" for s in SIGNALS}
+    tags.update(
+        {
+            "lakemon.status": "success",
+            "lakemon.monitor": cfg.monitor,
+            "lakemon.run_id": monitor.run_id,
+            "lakemon.alerts_firing": str(alerts.get("firing", 0)),
+            "lakemon.model": cfg.model.name,
+        }
+    )
+    params = {
+        "monitor": cfg.monitor,
+        "model": cfg.model.name,
+        "problem_type": cfg.problem_type,
+        "granularity": cfg.granularity,
+        "config_hash": cfg.config_hash(),
+        "windows": len(result.windows),
+        "first_window": min(result.windows) if result.windows else "",
+        "last_window": max(result.windows) if result.windows else "",
+        "source_version": run_row.get("source_version"),
+        "labels_version": run_row.get("labels_version"),
+        "lakemon_run_id": monitor.run_id,
+    }
+    metrics: dict[str, float | None] = {
+        "rows_read": float(result.rows_read),
+        "windows": float(len(result.windows)),
+        "alerts_firing": float(alerts.get("firing", 0)),
+        "quality_checks_failed": float(summ.get("quality_checks_failed", 0)),
+        "drift_cells_drifted": float(summ.get("drift_cells_drifted", 0)),
+    }
+    metrics.update(summ.get("headline", {}))
+    metrics.update({f"seconds.{k}": v for k, v in monitor.phases.seconds.items()})
+    artifacts = {
+        "summary.json": summ,
+        "alerts.json": [
+            _jsonable(a) for a in alert_rows if a.get("status") == "firing" or a.get("notify") != "none"
+        ],
+    }
+    try:
+        return log_run(
+            cfg.mlflow.tracking_uri,
+            cfg.mlflow.experiment,
+            f"{cfg.monitor}-{monitor.run_id[:8]}",
+            params,
+            metrics,
+            tags,
+            artifacts,
+        )
+    except Exception as err:  # a tracking outage must not lose the monitoring results already written
+        log.error("[%s] MLflow logging failed: %s", cfg.monitor, err)
+        return None
+
+
+def log_failed_run(monitor: Monitor, result: RunResult) -> None:
+    """A failed run still gets an MLflow run (status FAILED) so on-call sees it in the run history."""
+    from lakemon.tracking.mlflow_run import log_run
+
+    cfg = monitor.cfg
+    if not cfg.mlflow.enabled:
+        return
+    try:
+        result.mlflow_run_id = log_run(
+            cfg.mlflow.tracking_uri,
+            cfg.mlflow.experiment,
+            f"{cfg.monitor}-{monitor.run_id[:8]}",
+            {"monitor": cfg.monitor, "config_hash": cfg.config_hash(), "lakemon_run_id": monitor.run_id},
+            {},
+            {"lakemon.status": "failed", "lakemon.monitor": cfg.monitor, "lakemon.run_id": monitor.run_id},
+            {"error.json": {"error": result.error}},
+            status="FAILED",
+        )
+    except Exception as err:
+        log.error("[%s] MLflow logging of the failure failed: %s", cfg.monitor, err)
+
+
+def deliver(
+    monitor: Monitor, result: RunResult, alert_rows: list[dict[str, Any]], tables: dict[str, Any]
+) -> None:
+    """Push the run's headline metrics and alert states to a Prometheus Pushgateway, when configured."""
+    cfg = monitor.cfg
+    if cfg.alerts.prometheus is None:
+        return
+    from lakemon.tracking.prometheus import push_metrics
+
+    latest = max(result.windows) if result.windows else None
+    gauges: list[tuple[str, dict[str, str], float]] = []
+    for r in tables.get(DRIFT_METRICS.name, []):
+        if (
+            r["window_start"] == latest
+            and r.get("threshold") is not None
+            and r["value"] is not None
+            and r["reference"] == "baseline"
+        ):
+            sl = f"{r['slice_key']}={r['slice_value']}" if r["slice_key"] else "all"
+            gauges.append(
+                (
+                    "lakemon_drift_value",
+                    {"column": r["column_name"], "slice": sl, "statistic": r["statistic"]},
+                    r["value"],
+                )
+            )
+    for r in tables.get(PERFORMANCE_METRICS.name, []):
+        if (
+            r["window_start"] == latest
+            and r["class"] is None
+            and r["value"] is not None
+            and r["metric"] in HEADLINE[cfg.problem_type]
+        ):
+            sl = f"{r['slice_key']}={r['slice_value']}" if r["slice_key"] else "all"
+            gauges.append(("lakemon_performance_value", {"metric": r["metric"], "slice": sl}, r["value"]))
+    status = push_metrics(
+        cfg.alerts.prometheus,
+        cfg.monitor,
+        summarize(getattr(monitor, "_alert_rows", [])),
+        gauges,
+        sum(monitor.phases.seconds.values()),
+        result.rows_read,
+    )
+    log.info("[%s] prometheus push: %s", cfg.monitor, status.get("status"))
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in d.items()}
+
+
+def alert_rows_as_dataclasses(rows: Sequence[dict[str, Any]]) -> list[AlertRow]:
+    """Alert table rows back as engine rows (for reports)."""
+    fields = {f.name for f in dataclasses.fields(AlertRow)}
+    return [AlertRow(**{k: v for k, v in r.items() if k in fields}) for r in rows]
