@@ -41,13 +41,14 @@ Injected incidents (days are 0-based day indices from ``start``; day ``d`` is th
 1. ``mean_shift`` (``income``, region ``south``, from day ``int(days*0.6)`` [18] to the end): income
    is reported :data:`INCOME_SHIFT` higher (about +1 standard deviation of income). The model sees the
    shifted income, so ``score`` drops and ``prediction`` turns positive less often in ``south``
-   (``also_affects``: score, prediction). Labels keep following the true (unshifted) risk, so the
+   (mean score there about 0.25 -> 0.19; ``also_affects``: score, prediction). Labels keep following the true (unshifted) risk, so the
    label rate does not move, but the model under-estimates risk in ``south``: calibration and
    recall there get worse. Derived features (credit_limit, loan_amount) are not shifted.
 2. ``category_mix`` (``product``, all rows, from day ``int(days*0.73)`` [21] to the end): the product
    mix becomes card 22.5 %, personal_loan 25 %, auto 22.5 %, mortgage 30 % (card halves, mortgage
-   triples). Since loan size, pricing and risk depend on the product, ``loan_amount``,
-   ``interest_rate``, ``score``, ``prediction`` and ``label`` move with it (``also_affects``).
+   triples). Since loan size, pricing and risk depend on the product, ``loan_amount`` (mean about
+   32,000 -> 79,000), ``interest_rate``, ``score`` (mean about 0.25 -> 0.20), ``prediction`` (positive
+   rate about 14 % -> 10 %) and ``label`` (rate about 0.25 -> 0.21) move with it (``also_affects``).
 3. ``null_spike`` (``utilization``, all rows, day ``int(days*0.33)`` [9] only): about 30 % of the
    utilization values are NULL (lost in logging after scoring, so ``score`` is unaffected).
 4. ``out_of_range`` (``age``, all rows, day ``int(days*0.47)`` [14] only): about 5 % of the ages are
@@ -55,7 +56,8 @@ Injected incidents (days are 0-based day indices from ``start``; day ``d`` is th
    is unaffected.
 5. ``performance_drop`` (``label``, channel ``partner``, from day ``int(days*0.67)`` [20] to the last
    labeled day [26]): labels decouple from the score, ``label ~ Bernoulli(BASE_LABEL_RATE)``: accuracy
-   and AUC drop in ``partner`` while the label rate, the features and the score do not drift.
+   (error rate about 0.19 -> 0.30) and AUC (about 0.81 -> 0.5) drop in ``partner`` while the label
+   rate, the features and the score do not drift.
 6. ``unlabeled`` (no column, the last ``unlabeled_days`` days [27-29]): no label rows yet.
 
 The generation is pure Spark column expressions over ``spark.range`` with seeded ``rand``/``randn``

@@ -259,6 +259,7 @@ class Monitor:
         self.started_at = _now()
         self.phases = Phases(cfg.monitor)
         self.probs = np.linspace(0.0, 1.0, cfg.drift.quantile_points)
+        self._cached: list[DataFrame] = []
 
     # ------------------------------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -438,9 +439,9 @@ class Monitor:
             written = self._write(ctx, tables, sketches_df, samples_df, facts, plan.windows, results)
             result.rows_written = written
             info["rows"] = sum(written.values())
-        proj.unpersist()
-        merged_df.unpersist()
-        sketches_df.unpersist()
+        for df in (proj, merged_df, sketches_df, *self._cached):
+            df.unpersist()
+        self._cached.clear()
 
         result.alerts = [r for r in alert_rows]
         result.alerts_firing = len(
@@ -647,8 +648,8 @@ class Monitor:
         aggs: list[Agg] = profile_aggs(ctx.columns, cfg.drift.sketch_k)
         aggs += quality.aggs(planned)
         aggs += perf.aggs(ctx)
-        merged_df = aggregate(proj, ctx.grouping, aggs).persist()
-        freqs = category_frequencies(proj, ctx.grouping, ctx.columns.categorical, cfg.drift.top_n)
+        merged_df = aggregate(proj, ctx.grouping, aggs, cached=self._cached).persist()
+        freqs = category_frequencies(proj, ctx.grouping, ctx.columns.categorical, cfg.drift.top_n, self._cached)
         sk = sketch_rows(merged_df, freqs, ctx.columns)
         sketches_df = sk.select(
             F.lit(cfg.monitor).alias("monitor"),
@@ -687,7 +688,7 @@ class Monitor:
                         .select(*ctx.grouping.finest, ka.explode.alias("__k"))
                         .select(*ctx.grouping.finest, "__k.*")
                     )
-            kdf = aggregate(src, ctx.grouping, list(ka.aggs), extra_keys=ka.keys)
+            kdf = aggregate(src, ctx.grouping, list(ka.aggs), extra_keys=ka.keys, cached=self._cached)
             if any(a.merge == "hll" for a in ka.aggs):
                 kdf = kdf.select(
                     "window_start",
@@ -815,10 +816,12 @@ class Monitor:
                     "has_labels": label_in_baseline or labels_frame is not None,
                 }
             )
-            proj = self._project_baseline(df, labels_frame, bctx, label_in_baseline)
+            proj = self._project_baseline(df, labels_frame, bctx, label_in_baseline).persist()
+            self._cached.append(proj)
             aggs = profile_aggs(bcols, cfg.drift.sketch_k) + perf.aggs(bctx)
-            merged = aggregate(proj, bctx.grouping, aggs)
-            freqs = category_frequencies(proj, bctx.grouping, bcols.categorical, cfg.drift.top_n)
+            merged = aggregate(proj, bctx.grouping, aggs, cached=self._cached).persist()
+            self._cached.append(merged)
+            freqs = category_frequencies(proj, bctx.grouping, bcols.categorical, cfg.drift.top_n, self._cached)
             sk = sketch_rows(merged, freqs, bcols)
             # performance on the baseline: the reference for relative alert rules, and CBPE's calibration
             results = Results()
@@ -832,7 +835,7 @@ class Monitor:
             for ka in perf.keyed_aggs(bctx):
                 if ka.name != "score_hist" or not bctx.has_labels:
                     continue
-                kdf = aggregate(proj, bctx.grouping, list(ka.aggs), extra_keys=ka.keys).toPandas()
+                kdf = aggregate(proj, bctx.grouping, list(ka.aggs), extra_keys=ka.keys, cached=self._cached).toPandas()
                 results.keyed["score_hist"] = kdf
                 pop = kdf[kdf["slice_key"].isna()]
                 bins = cfg.performance.histogram_bins

@@ -111,14 +111,26 @@ def merge_upward(
 
 
 def aggregate(
-    df: DataFrame, grouping: Grouping, aggs: Sequence[Agg], extra_keys: Sequence[str] = ()
+    df: DataFrame,
+    grouping: Grouping,
+    aggs: Sequence[Agg],
+    extra_keys: Sequence[str] = (),
+    cached: list[DataFrame] | None = None,
 ) -> DataFrame:
-    """Compute ``aggs`` at the finest grain in ONE aggregation, then merge them up to every slice."""
+    """Compute ``aggs`` at the finest grain in ONE aggregation, then merge them up to every slice.
+
+    The finest-grain result is persisted (it is small) so the per-slice merges read it instead of
+    recomputing it; the caller unpersists what ``cached`` collects when the run is done.
+    """
     names = [a.name for a in aggs]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ValueError(f"aggregate names must be unique: {sorted(dup)}")
     finest = df.groupBy(*grouping.finest, *extra_keys).agg(*[a.expr.alias(a.name) for a in aggs])
+    if grouping.slices:
+        finest = finest.persist()
+        if cached is not None:
+            cached.append(finest)
     return merge_upward(finest, grouping, {a.name: a.merge for a in aggs}, extra_keys)
 
 

@@ -82,7 +82,7 @@ def _hll(x: Column) -> Column:
 
 
 def category_frequencies(
-    df: DataFrame, grouping: Grouping, categorical: Sequence[str], top_n: int
+    df: DataFrame, grouping: Grouping, categorical: Sequence[str], top_n: int, cached: list[DataFrame] | None = None
 ) -> DataFrame:
     """Value counts of every categorical column per window and slice, in ONE keyed aggregation.
 
@@ -111,6 +111,10 @@ def category_frequencies(
         .groupBy(*grouping.finest, "column_name", "value")
         .agg(F.count(F.lit(1)).alias("n"))
     )
+    if grouping.slices:
+        finest = finest.persist()  # small; read once per slice merge
+        if cached is not None:
+            cached.append(finest)
     merged = merge_upward(finest, grouping, {"n": "sum"}, extra_keys=("column_name", "value"))
     key = ["window_start", "slice_key", "slice_value", "column_name"]
     ranked = merged.withColumn(
