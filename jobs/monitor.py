@@ -11,7 +11,7 @@ from pathlib import Path
 # Allow running from a checkout without installing the package (e.g. spark-submit on a cluster).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from lakemon.cli import main  # noqa: E402
+from lakemon.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["run", *sys.argv[1:]]))

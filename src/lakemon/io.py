@@ -241,6 +241,16 @@ def append_rows(spark: SparkSession, output: Output, table: TableDef, df: DataFr
     _retry_conflicts(write, f"appending to {table.name}")
 
 
+def insert_run(spark: SparkSession, output: Output, row: dict) -> None:
+    """Append the run's first row to ``runs`` (cheaper than a MERGE; the run id is new)."""
+    from pyspark.sql.types import StructType
+
+    from lakemon.tables import RUNS
+
+    schema = StructType.fromDDL(RUNS.ddl)
+    append_rows(spark, output, RUNS, spark.createDataFrame([{c: row.get(c) for c in RUNS.columns}], schema))
+
+
 def upsert_run(spark: SparkSession, output: Output, row: dict) -> None:
     """Insert or update the run's row in ``runs`` (MERGE on run_id)."""
     from delta.tables import DeltaTable

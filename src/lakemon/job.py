@@ -82,6 +82,7 @@ class RunResult:
     alerts_firing: int = 0
     mlflow_run_id: str | None = None
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    phase_jobs: dict[str, int] = field(default_factory=dict)
     spark_jobs: int = 0
     error: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
@@ -90,20 +91,24 @@ class RunResult:
 class Phases:
     """Times the phases of a run and logs one line per phase with its rows and seconds."""
 
-    def __init__(self, monitor: str) -> None:
+    def __init__(self, monitor: str, job_count: Any = None) -> None:
         self.monitor = monitor
         self.seconds: dict[str, float] = {}
+        self.jobs: dict[str, int] = {}
+        self._job_count = job_count or (lambda: 0)
 
     @contextmanager
     def phase(self, name: str, rows: Any = None) -> Iterator[dict[str, Any]]:
         """Time a phase; the body may set ``info['rows']``."""
         info: dict[str, Any] = {"rows": rows}
         t0 = time.perf_counter()
+        j0 = self._job_count()
         try:
             yield info
         finally:
             dt = time.perf_counter() - t0
             self.seconds[name] = self.seconds.get(name, 0.0) + dt
+            self.jobs[name] = self.jobs.get(name, 0) + self._job_count() - j0
             rows_txt = f"{info['rows']:,} rows, " if isinstance(info.get("rows"), int) else ""
             log.info("[%s] %-12s %s%.1f s", self.monitor, name, rows_txt, dt)
 
@@ -257,7 +262,8 @@ class Monitor:
         self.window = cfg.window
         self.run_id = uuid.uuid4().hex
         self.started_at = _now()
-        self.phases = Phases(cfg.monitor)
+        tracker = spark.sparkContext.statusTracker()
+        self.phases = Phases(cfg.monitor, lambda: len(tracker.getJobIdsForGroup(self.run_id)))
         self.probs = np.linspace(0.0, 1.0, cfg.drift.quantile_points)
         self._cached: list[DataFrame] = []
 
@@ -280,7 +286,7 @@ class Monitor:
         with self.phases.phase("prepare"):
             io.ensure_tables(self.spark, self.output)
             tracking_glue.reap_interrupted_runs(self.spark, self.output, self.cfg.monitor)
-            io.upsert_run(self.spark, self.output, run_row)
+            io.insert_run(self.spark, self.output, run_row)
             tracking_glue.refuse_if_concurrent(
                 self.spark, self.output, self.cfg.monitor, self.run_id, self.started_at
             )
@@ -296,6 +302,7 @@ class Monitor:
             raise
         finally:
             result.phase_seconds = dict(self.phases.seconds)
+            result.phase_jobs = dict(self.phases.jobs)
             result.spark_jobs = len(sc.statusTracker().getJobIdsForGroup(self.run_id))
             run_row.update(
                 finished_at=_now(),
@@ -649,7 +656,9 @@ class Monitor:
         aggs += quality.aggs(planned)
         aggs += perf.aggs(ctx)
         merged_df = aggregate(proj, ctx.grouping, aggs, cached=self._cached).persist()
-        freqs = category_frequencies(proj, ctx.grouping, ctx.columns.categorical, cfg.drift.top_n, self._cached)
+        freqs = category_frequencies(
+            proj, ctx.grouping, ctx.columns.categorical, cfg.drift.top_n, self._cached
+        )
         sk = sketch_rows(merged_df, freqs, ctx.columns)
         sketches_df = sk.select(
             F.lit(cfg.monitor).alias("monitor"),
@@ -821,7 +830,9 @@ class Monitor:
             aggs = profile_aggs(bcols, cfg.drift.sketch_k) + perf.aggs(bctx)
             merged = aggregate(proj, bctx.grouping, aggs, cached=self._cached).persist()
             self._cached.append(merged)
-            freqs = category_frequencies(proj, bctx.grouping, bcols.categorical, cfg.drift.top_n, self._cached)
+            freqs = category_frequencies(
+                proj, bctx.grouping, bcols.categorical, cfg.drift.top_n, self._cached
+            )
             sk = sketch_rows(merged, freqs, bcols)
             # performance on the baseline: the reference for relative alert rules, and CBPE's calibration
             results = Results()
@@ -835,7 +846,9 @@ class Monitor:
             for ka in perf.keyed_aggs(bctx):
                 if ka.name != "score_hist" or not bctx.has_labels:
                     continue
-                kdf = aggregate(proj, bctx.grouping, list(ka.aggs), extra_keys=ka.keys, cached=self._cached).toPandas()
+                kdf = aggregate(
+                    proj, bctx.grouping, list(ka.aggs), extra_keys=ka.keys, cached=self._cached
+                ).toPandas()
                 results.keyed["score_hist"] = kdf
                 pop = kdf[kdf["slice_key"].isna()]
                 bins = cfg.performance.histogram_bins

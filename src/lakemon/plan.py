@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import reduce
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
@@ -77,37 +76,29 @@ def merge_column(name: str, merge: Merge) -> Column:
 def merge_upward(
     finest: DataFrame, grouping: Grouping, merges: dict[str, Merge], extra_keys: Sequence[str] = ()
 ) -> DataFrame:
-    """Merge a finest-grain aggregate to the whole population and to every slice, in one plan.
+    """Merge a finest-grain aggregate to the whole population and to every slice, in ONE aggregation.
 
-    Returns rows keyed by ``window_start, slice_key, slice_value, *extra_keys`` (both slice columns NULL for
-    the population). ``finest`` is small (windows x slice combinations), so this is cheap.
+    Each finest-grain row is fanned out to the groups it belongs to (population, and one group per
+    slice dimension), then a single ``groupBy`` merges them: one shuffle however many slices there are.
+    ``finest`` is small (windows x slice combinations), so the fan-out costs nothing next to the scan.
+    Returns rows keyed by ``window_start, slice_key, slice_value, *extra_keys`` (both slice columns NULL
+    for the population).
     """
     from pyspark.sql import functions as F
 
+    groups = [F.struct(F.lit(None).cast("string").alias("k"), F.lit(None).cast("string").alias("v"))]
+    groups += [
+        F.struct(F.lit(d.key).alias("k"), F.col(d.column).cast("string").alias("v")) for d in grouping.slices
+    ]
+    fanned = finest.withColumn("__g", F.explode(F.array(*groups)))
     aggs = [merge_column(n, m).alias(n) for n, m in merges.items()]
-    parts = []
-    pop = finest.groupBy(grouping.window, *extra_keys).agg(*aggs)
-    parts.append(
-        pop.select(
-            F.col(grouping.window).alias("window_start"),
-            F.lit(None).cast("string").alias("slice_key"),
-            F.lit(None).cast("string").alias("slice_value"),
-            *[F.col(f"`{k}`") for k in extra_keys],
-            *[F.col(f"`{n}`") for n in merges],
-        )
-    )
-    for dim in grouping.slices:
-        g = finest.groupBy(grouping.window, dim.column, *extra_keys).agg(*aggs)
-        parts.append(
-            g.select(
-                F.col(grouping.window).alias("window_start"),
-                F.lit(dim.key).alias("slice_key"),
-                F.col(dim.column).cast("string").alias("slice_value"),
-                *[F.col(f"`{k}`") for k in extra_keys],
-                *[F.col(f"`{n}`") for n in merges],
-            )
-        )
-    return reduce(lambda a, b: a.unionByName(b), parts)
+    merged = fanned.groupBy(
+        F.col(grouping.window).alias("window_start"),
+        F.col("__g.k").alias("slice_key"),
+        F.col("__g.v").alias("slice_value"),
+        *[F.col(f"`{k}`") for k in extra_keys],
+    ).agg(*aggs)
+    return merged
 
 
 def aggregate(

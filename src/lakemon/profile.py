@@ -82,7 +82,11 @@ def _hll(x: Column) -> Column:
 
 
 def category_frequencies(
-    df: DataFrame, grouping: Grouping, categorical: Sequence[str], top_n: int, cached: list[DataFrame] | None = None
+    df: DataFrame,
+    grouping: Grouping,
+    categorical: Sequence[str],
+    top_n: int,
+    cached: list[DataFrame] | None = None,
 ) -> DataFrame:
     """Value counts of every categorical column per window and slice, in ONE keyed aggregation.
 

@@ -24,6 +24,10 @@ LOCAL_DEFAULTS: dict[str, str] = {
     "spark.driver.memory": "6g",
     "spark.databricks.delta.schema.autoMerge.enabled": "false",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
+    # Delta replays its log with 50 partitions by default: far too many tasks for small monitoring tables.
+    "spark.databricks.delta.snapshotPartitions": "2",
+    # Sketch aggregates are object-hash aggregates; keep them hash-based for thousands of groups.
+    "spark.sql.objectHashAggregate.sortBased.fallbackThreshold": "4096",
 }
 
 

@@ -190,7 +190,7 @@ def _decide(
                 adj = ps
             for i, a in zip(idx, adj, strict=True):
                 adjusted[i] = None if not np.isfinite(a) else float(a)
-        for i, (row, _p, n, m, _k) in enumerate(pending):
+        for i, (row, _p, _n, _m, _k) in enumerate(pending):
             padj = adjusted.get(i)
             row["p_value"] = padj
             row["drifted"] = None if padj is None else bool(padj < d.alpha)

@@ -159,10 +159,7 @@ def _ranking_aggs(ctx: RunContext) -> list[Agg]:
             lambda a, b: a + b,
         )
         # AP@k: sum over hit positions of precision@i, normalised by min(k, |relevant|)
-        cum = F.transform(
-            hits,
-            lambda h, i: h * F.aggregate(F.slice(hits, 1, i + 1), F.lit(0.0), lambda a, b: a + b) / (i + 1),
-        )
+        cum = _precision_at_hits(hits)
         ap = F.aggregate(cum, F.lit(0.0), lambda a, b: a + b) / F.greatest(ideal_n, F.lit(1))
         has_rel = nrel > 0
         out += [
@@ -173,6 +170,15 @@ def _ranking_aggs(ctx: RunContext) -> list[Agg]:
             Agg(f"rank_hit_{k}", F.sum(F.when(ok, (nhit > 0).cast("double")))),
         ]
     return out
+
+
+def _precision_at_hits(hits: Column) -> Column:
+    """Per position i (0-based): hit_i * precision@(i+1); their sum / min(k, |relevant|) is AP@k."""
+    from pyspark.sql import functions as F
+
+    return F.transform(
+        hits, lambda h, i: h * F.aggregate(F.slice(hits, 1, i + 1), F.lit(0.0), lambda a, b: a + b) / (i + 1)
+    )
 
 
 def keyed_aggs(ctx: RunContext) -> list[KeyedAgg]:
@@ -417,14 +423,18 @@ def _confusion(df: Any) -> dict[CellKey, tuple[np.ndarray, list[str], dict[tuple
     if df is None or len(df) == 0:
         return out
     cells: dict[CellKey, dict[tuple[str, str], int]] = defaultdict(dict)
-    for r in df.itertuples(index=False):
-        ws = r.window_start.to_pydatetime() if hasattr(r.window_start, "to_pydatetime") else r.window_start
-        sk = r.slice_key if isinstance(r.slice_key, str) else None
-        sv = r.slice_value if isinstance(r.slice_value, str) else None
-        t, p = r.__true, r.__predicted  # type: ignore[attr-defined]
+    for r in df.to_dict("records"):
+        ws = (
+            r["window_start"].to_pydatetime()
+            if hasattr(r["window_start"], "to_pydatetime")
+            else r["window_start"]
+        )
+        sk = r["slice_key"] if isinstance(r["slice_key"], str) else None
+        sv = r["slice_value"] if isinstance(r["slice_value"], str) else None
+        t, p = r["__true"], r["__predicted"]
         if t is None or (isinstance(t, float) and np.isnan(t)):
             continue
-        cells[(ws, sk, sv)][(str(t), str(p))] = int(r.n)
+        cells[(ws, sk, sv)][(str(t), str(p))] = int(r["n"])
     for key, counts in cells.items():
         classes = sorted({t for t, _ in counts} | {p for _, p in counts})
         idx = {c: i for i, c in enumerate(classes)}
@@ -443,7 +453,7 @@ def _fairness_rows(ctx: RunContext, results: Results, emit: Any) -> list[dict[st
         return []
     min_n = ctx.cfg.performance.min_labeled
     for key in rows_for(results.merged):
-        ws, sk, sv = key
+        ws, sk, _sv = key
         if sk not in protected:
             continue
         m = results.merged[key]

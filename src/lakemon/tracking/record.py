@@ -293,28 +293,18 @@ def summary(
     alerts = summarize(alert_rows)
     quality_failed = [r for r in tables.get(QUALITY_RESULTS.name, []) if not r["passed"]]
     drifted = [r for r in tables.get(DRIFT_METRICS.name, []) if r.get("drifted")]
-    headline: dict[str, float] = {}
-    for r in tables.get(PERFORMANCE_METRICS.name, []):
-        if (
-            r["window_start"] == latest
-            and r["slice_key"] is None
-            and r["class"] is None
-            and r["metric"] in HEADLINE[cfg.problem_type]
-        ):
-            if r["value"] is not None:
-                headline[f"performance.{r['metric']}"] = r["value"]
-    latest_labeled = {}
+    # headline: each metric's value in the latest window that has one (recent windows may lack labels)
+    latest_value: dict[str, tuple[datetime, float]] = {}
     for r in tables.get(PERFORMANCE_METRICS.name, []):
         if (
             r["slice_key"] is None
             and r["class"] is None
-            and r["metric"] in HEADLINE[cfg.problem_type]
             and r["value"] is not None
+            and r["metric"] in HEADLINE[cfg.problem_type]
         ):
-            if r["metric"] not in latest_labeled or r["window_start"] >= latest_labeled[r["metric"]][0]:
-                latest_labeled[r["metric"]] = (r["window_start"], r["value"])
-    for metric, (_ws, value) in latest_labeled.items():
-        headline.setdefault(f"performance.{metric}", value)
+            if r["metric"] not in latest_value or r["window_start"] >= latest_value[r["metric"]][0]:
+                latest_value[r["metric"]] = (r["window_start"], r["value"])
+    headline = {f"performance.{m}": v for m, (_ws, v) in latest_value.items()}
     firing = [r for r in alert_rows if r.status == "firing"]
     return {
         "monitor": cfg.monitor,

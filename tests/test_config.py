@@ -1,0 +1,72 @@
+"""Config validation: every error names the key and what was expected (no Spark)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lakemon.config import ConfigError, load_config, parse_config, parse_granularity
+
+DEMO = Path(__file__).resolve().parents[1] / "conf" / "demo.yaml"
+
+
+def _raw() -> dict:
+    return yaml.safe_load(DEMO.read_text())
+
+
+def test_demo_config_is_valid():
+    cfg = load_config(DEMO)
+    assert cfg.monitor == "credit_default_demo"
+    assert cfg.window == timedelta(days=1)
+    assert [s.key for s in cfg.slices] == ["region", "channel", "senior"]
+    assert cfg.drift.numeric_threshold == 0.1 and cfg.drift.categorical_statistic == "js_distance"
+    assert len(cfg.config_hash()) == 16
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda r: r.update(monitr="x"), "config key 'monitr': unknown key"),
+        (lambda r: r["source"].update(timestmp="ts"), "config key 'source.timestmp': unknown key"),
+        (lambda r: r["source"].pop("id"), "config key 'source.id': required key is missing"),
+        (lambda r: r.update(problem_type="clustering"), "config key 'problem_type'"),
+        (lambda r: r.update(granularity="fortnightly"), "config key 'granularity'"),
+        (lambda r: r["drift"].update(numeric_threshold="high"), "config key 'drift.numeric_threshold'"),
+        (lambda r: r["quality"]["checks"][1].update(check="betwen"), "config key 'quality.checks.1.check'"),
+        (lambda r: r["slices"].append({"column": "region"}), "slice keys must be unique"),
+        (lambda r: r.update(baseline={}), "baseline needs exactly one of 'table' or 'range'"),
+        (lambda r: r["labels"].pop("id"), "labels.id is required"),
+    ],
+)
+def test_bad_config_names_the_key(mutate, expected):
+    raw = _raw()
+    mutate(raw)
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, "demo.yaml")
+    assert expected in str(err.value)
+
+
+def test_configs_are_frozen():
+    cfg = load_config(DEMO)
+    with pytest.raises(ValueError):
+        cfg.monitor = "other"  # type: ignore[misc]
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("monitor: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "delta"),
+    [("1 hour", timedelta(hours=1)), ("15 minutes", timedelta(minutes=15)), ("1 week", timedelta(days=7))],
+)
+def test_granularity(text, delta):
+    assert parse_granularity(text) == delta

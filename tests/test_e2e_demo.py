@@ -1,0 +1,304 @@
+"""End to end on a small demo: every table written, incidents found, idempotent re-runs, backfills,
+late data re-opening only its window, and failures recorded without losing earlier results."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from pyspark.sql import functions as F
+
+from lakemon import io
+from lakemon.config import parse_config
+from lakemon.demo import write_demo_config
+from lakemon.demo_data import generate_demo
+from lakemon.job import run_monitor
+from lakemon.tables import ALL_TABLES, WINDOWED_TABLES
+
+ROWS, DAYS = 120_000, 10
+START = datetime(2026, 10, 1)
+AS_OF = START + timedelta(days=DAYS)
+CLEAN = (
+    "credit_limit",
+    "debt_ratio",
+    "tenure_months",
+    "num_late_payments",
+    "employment",
+    "region",
+    "channel",
+)
+
+
+@pytest.fixture(scope="module")
+def demo(spark, tmp_path_factory):
+    wd = tmp_path_factory.mktemp("demo")
+    info = generate_demo(spark, str(wd / "data"), rows=ROWS, days=DAYS, start=START)
+    cfg_path = write_demo_config(wd)
+    cfg = parse_config(yaml.safe_load(cfg_path.read_text()), str(cfg_path))
+    result = run_monitor(spark, cfg, as_of=AS_OF, deliver=False)
+    return {"wd": wd, "info": info, "cfg": cfg, "result": result, "cfg_path": cfg_path}
+
+
+def _table(spark, demo, name):
+    return io.Output(demo["cfg"].output).read(spark, io_table(name))
+
+
+def io_table(name):
+    from lakemon.tables import TABLES_BY_NAME
+
+    return TABLES_BY_NAME[name]
+
+
+def _counts(spark, demo):
+    return {t.name: _table(spark, demo, t.name).count() for t in ALL_TABLES}
+
+
+def _day(i: int) -> datetime:
+    return START + timedelta(days=i)
+
+
+def _incident(demo, kind):
+    return next(i for i in demo["info"]["incidents"] if i["kind"] == kind)
+
+
+def test_run_writes_every_table(spark, demo):
+    res = demo["result"]
+    assert res.status == "success"
+    assert res.windows == [_day(i) for i in range(DAYS)]
+    assert res.rows_read == ROWS
+    out = io.Output(demo["cfg"].output)
+    from delta.tables import DeltaTable
+
+    for t in ALL_TABLES:
+        assert DeltaTable.isDeltaTable(spark, out.location(t)), t.name
+        assert _table(spark, demo, t.name).columns == t.columns
+    counts = _counts(spark, demo)
+    for name in (
+        "profile_metrics",
+        "quality_results",
+        "performance_metrics",
+        "drift_metrics",
+        "sketches",
+        "alerts",
+    ):
+        assert counts[name] > 0, name
+    assert counts["window_state"] == DAYS
+    runs = _table(spark, demo, "runs").collect()
+    assert [r["status"] for r in runs] == ["success"]
+    assert runs[0]["rows_read"] == ROWS and runs[0]["windows"] == DAYS and runs[0]["spark_jobs"] > 0
+    assert set(runs[0]["phase_seconds"]) >= {"read", "aggregate", "write"}
+
+
+def test_profile_values_match_the_data(spark, demo):
+    pred = spark.read.format("delta").load(str(demo["wd"] / "data" / "predictions"))
+    day = _day(2)
+    exact = (
+        pred.where(
+            (F.col("ts") >= day) & (F.col("ts") < day + timedelta(days=1)) & (F.col("region") == "north")
+        )
+        .agg(
+            F.count("*").alias("n"),
+            F.avg("income").alias("mean"),
+            F.stddev("income").alias("std"),
+            F.min("income").alias("min"),
+            F.max("income").alias("max"),
+            F.expr("percentile(income, 0.5)").alias("median"),
+        )
+        .first()
+    )
+    prof = {
+        r["metric"]: r["value"]
+        for r in _table(spark, demo, "profile_metrics")
+        .where(
+            (F.col("window_start") == day)
+            & (F.col("slice_key") == "region")
+            & (F.col("slice_value") == "north")
+            & (F.col("column_name") == "income")
+        )
+        .collect()
+    }
+    assert prof["count"] == exact["n"]
+    assert prof["avg"] == pytest.approx(exact["mean"], rel=1e-9)
+    assert prof["stddev"] == pytest.approx(exact["std"], rel=1e-6)
+    assert prof["min"] == exact["min"] and prof["max"] == exact["max"]
+    assert prof["median"] == pytest.approx(exact["median"], rel=0.02)
+    assert prof["distinct_count"] == pytest.approx(exact["n"], rel=0.05)
+
+
+def test_quality_incidents_fail_exactly_on_their_days(spark, demo):
+    q = _table(spark, demo, "quality_results").where(F.col("slice_key").isNull())
+    failed = {(r["check"], r["window_start"]) for r in q.where(~F.col("passed")).collect()}
+    spike = _day(_incident(demo, "null_spike")["first_day"])
+    oor = _day(_incident(demo, "out_of_range")["first_day"])
+    assert {w for c, w in failed if c == "not_null_utilization"} == {spike}
+    assert {w for c, w in failed if c == "between_age"} == {oor}
+    for check in (
+        "in_set_region",
+        "between_utilization",
+        "unique_prediction_id",
+        "score_in_unit_interval_score",
+    ):
+        assert not {w for c, w in failed if c == check}, check
+    samples = _table(spark, demo, "quality_samples")
+    got = samples.where(F.col("check") == "between_age").collect()
+    assert got and {r["window_start"] for r in got} == {oor} and len(got) <= 20
+    assert all("age" in json.loads(r["row_json"]) for r in got)
+
+
+def _primary_drift(spark, demo):
+    return _table(spark, demo, "drift_metrics").where(
+        F.col("threshold").isNotNull() & (F.col("reference") == "baseline")
+    )
+
+
+def test_drift_incidents_flagged_and_clean_columns_are_not(spark, demo):
+    d = _primary_drift(spark, demo)
+    shift = _incident(demo, "mean_shift")["first_day"]
+    south = {
+        r["window_start"]: r["drifted"]
+        for r in d.where((F.col("column_name") == "income") & (F.col("slice_value") == "south")).collect()
+    }
+    assert all(south[_day(i)] for i in range(shift, DAYS))
+    assert not any(south[_day(i)] for i in range(shift))
+    mix = _incident(demo, "category_mix")["first_day"]
+    product = {
+        r["window_start"]: r["drifted"]
+        for r in d.where((F.col("column_name") == "product") & F.col("slice_key").isNull()).collect()
+    }
+    assert all(product[_day(i)] for i in range(mix, DAYS)) and not any(product[_day(i)] for i in range(mix))
+    clean = d.where(F.col("column_name").isin(*CLEAN) & F.col("drifted"))
+    assert clean.count() == 0, clean.select(
+        "window_start", "slice_key", "slice_value", "column_name", "value"
+    ).collect()
+
+
+def test_performance_drop_only_in_partner(spark, demo):
+    drop = _incident(demo, "performance_drop")["first_day"]
+    p = _table(spark, demo, "performance_metrics").where(
+        (F.col("metric") == "roc_auc") & (F.col("slice_key") == "channel")
+    )
+    auc = {(r["slice_value"], r["window_start"]): r["value"] for r in p.collect()}
+    for ch in ("web", "mobile", "branch", "partner"):
+        before = [auc[(ch, _day(i))] for i in range(drop)]
+        after = auc[(ch, _day(drop))]
+        if ch == "partner":
+            assert after < min(before) - 0.1
+        else:
+            assert after > min(before) - 0.05
+    unlabeled = _incident(demo, "unlabeled")
+    cov = _table(spark, demo, "performance_metrics").where(
+        (F.col("metric") == "label_coverage") & F.col("slice_key").isNull()
+    )
+    coverage = {r["window_start"]: r["value"] for r in cov.collect()}
+    assert all(coverage[_day(i)] == 0 for i in range(unlabeled["first_day"], DAYS))
+    assert all(coverage[_day(i)] > 0.99 for i in range(unlabeled["first_day"]))
+    est = _table(spark, demo, "performance_metrics").where(
+        (F.col("metric") == "estimated_accuracy") & F.col("slice_key").isNull()
+    )
+    assert all(r["value"] is not None for r in est.collect())
+
+
+def test_alerts_raised_for_incidents(spark, demo):
+    a = _table(spark, demo, "alerts").where(F.col("status") == "firing")
+    rows = a.collect()
+    shift = _day(_incident(demo, "mean_shift")["first_day"])
+    assert any(
+        r["signal"] == "drift"
+        and r["column_name"] == "income"
+        and r["slice_value"] == "south"
+        and r["first_window_start"] == shift
+        for r in rows
+    )
+    spike = _day(_incident(demo, "null_spike")["first_day"])
+    assert any(
+        r["signal"] == "quality" and r["metric"] == "not_null_utilization" and r["window_start"] == spike
+        for r in rows
+    )
+    assert not any(r["signal"] == "drift" and r["column_name"] in CLEAN for r in rows)
+
+
+def test_mlflow_run_logged(demo):
+    db = demo["wd"] / "mlflow.db"
+    con = sqlite3.connect(db)
+    tags = dict(
+        con.execute(
+            "select key, value from tags where run_uuid = ?", (demo["result"].mlflow_run_id,)
+        ).fetchall()
+    )
+    assert tags["lakemon.status"] == "success"
+    assert tags["lakemon.alert.drift"] == "true" and tags["lakemon.alert.quality"] == "true"
+    params = dict(
+        con.execute(
+            "select key, value from params where run_uuid = ?", (demo["result"].mlflow_run_id,)
+        ).fetchall()
+    )
+    assert params["monitor"] == "credit_default_demo" and params["windows"] == str(DAYS)
+
+
+def test_rerun_backfill_and_late_rows(spark, demo):
+    cfg = demo["cfg"]
+    before = _counts(spark, demo)
+    again = run_monitor(spark, cfg, as_of=AS_OF, deliver=False)
+    assert again.status == "success" and again.windows == []
+    assert _counts(spark, demo) == {**before, "runs": before["runs"] + 1}
+
+    back = run_monitor(spark, cfg, as_of=AS_OF, start=_day(1), end=_day(3), deliver=False)
+    assert back.windows == [_day(1), _day(2)]
+    after = _counts(spark, demo)
+    assert {k: v for k, v in after.items() if k != "runs"} == {k: v for k, v in before.items() if k != "runs"}
+
+    # late rows for day 2: only that window is recomputed
+    pred_path = str(demo["wd"] / "data" / "predictions")
+    pred = spark.read.format("delta").load(pred_path)
+    late = (
+        pred.where((F.col("ts") >= _day(2)) & (F.col("ts") < _day(3)))
+        .limit(50)
+        .withColumn("prediction_id", F.concat(F.lit("late-"), F.col("prediction_id")))
+    )
+    late.write.format("delta").mode("append").save(pred_path)
+    res = run_monitor(spark, cfg, as_of=AS_OF, deliver=False)
+    assert res.windows == [_day(2)] and res.reasons[_day(2)] == "late_rows"
+    prof = _table(spark, demo, "profile_metrics").where(
+        (F.col("column_name") == ":table") & (F.col("metric") == "row_count") & F.col("slice_key").isNull()
+    )
+    n = {r["window_start"]: r["value"] for r in prof.collect()}
+    day_rows = pred.where((F.col("ts") >= _day(2)) & (F.col("ts") < _day(3))).count()
+    assert n[_day(2)] == day_rows + 50
+    final = _counts(spark, demo)
+    for t in WINDOWED_TABLES:
+        if t.name not in ("alerts", "quality_samples"):
+            assert final[t.name] == before[t.name], t.name
+    for t in WINDOWED_TABLES:
+        df = _table(spark, demo, t.name)
+        key = ["window_start", "slice_key", "slice_value"] + [
+            c
+            for c in (
+                "column_name",
+                "metric",
+                "statistic",
+                "check",
+                "reference",
+                "class",
+                "alert_id",
+                "sample_index",
+            )
+            if c in df.columns
+        ]
+        assert df.groupBy(*key).count().where("count > 1").count() == 0, t.name
+
+
+def test_failed_run_is_recorded_and_keeps_results(spark, demo):
+    raw = yaml.safe_load(Path(demo["cfg_path"]).read_text())
+    raw["source"]["table"] = str(demo["wd"] / "data" / "no_such_table")
+    bad = parse_config(raw)
+    before = _counts(spark, demo)
+    with pytest.raises(io.SourceError, match="no_such_table"):
+        run_monitor(spark, bad, as_of=AS_OF, deliver=False)
+    runs = _table(spark, demo, "runs").where(F.col("status") == "failed").collect()
+    assert runs and "no_such_table" in runs[-1]["error"]
+    after = _counts(spark, demo)
+    assert {k: v for k, v in after.items() if k != "runs"} == {k: v for k, v in before.items() if k != "runs"}

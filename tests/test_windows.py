@@ -1,0 +1,52 @@
+"""Which windows a run computes: new, late rows, new labels, backfills, incomplete (no Spark)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from lakemon.windows import WindowFacts, floor_window, plan_windows
+
+DAY = timedelta(days=1)
+D0 = datetime(2026, 10, 1)
+
+
+def _facts(n=5, overrides=None):
+    overrides = overrides or {}
+    out = []
+    for i in range(n):
+        ws = D0 + i * DAY
+        kw = {
+            "window_start": ws,
+            "row_count": 100,
+            "fingerprint": i,
+            "label_fingerprint": None,
+            "new_labels": False,
+        }
+        kw.update(overrides.get(i, {}))
+        out.append(WindowFacts(**kw))
+    return out
+
+
+def test_first_run_takes_all_complete_windows():
+    plan = plan_windows(_facts(), {}, DAY, as_of=D0 + 4 * DAY + timedelta(hours=3))
+    assert plan.windows == tuple(D0 + i * DAY for i in range(4))
+    assert plan.skipped_incomplete == (D0 + 4 * DAY,)
+    assert set(plan.reasons.values()) == {"new"}
+
+
+def test_changed_windows_only():
+    state = {D0 + i * DAY: (100, i, None) for i in range(5)}
+    facts = _facts(overrides={1: {"row_count": 101}, 2: {"fingerprint": 99}, 3: {"new_labels": True}})
+    plan = plan_windows(facts, state, DAY, as_of=D0 + 10 * DAY)
+    assert plan.reasons == {D0 + DAY: "late_rows", D0 + 2 * DAY: "late_rows", D0 + 3 * DAY: "new_labels"}
+
+
+def test_backfill_range_only():
+    state = {D0 + i * DAY: (100, i, None) for i in range(5)}
+    plan = plan_windows(_facts(), state, DAY, as_of=D0 + 10 * DAY, backfill=(D0 + DAY, D0 + 3 * DAY))
+    assert plan.windows == (D0 + DAY, D0 + 2 * DAY)
+
+
+def test_floor_window_weeks_start_monday():
+    assert floor_window(datetime(2026, 11, 26, 15), timedelta(days=7)).weekday() == 0
+    assert floor_window(datetime(2026, 11, 26, 15, 7), timedelta(hours=1)) == datetime(2026, 11, 26, 15)
