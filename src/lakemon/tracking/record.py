@@ -296,14 +296,10 @@ def summary(
     # headline: each metric's value in the latest window that has one (recent windows may lack labels)
     latest_value: dict[str, tuple[datetime, float]] = {}
     for r in tables.get(PERFORMANCE_METRICS.name, []):
-        if (
-            r["slice_key"] is None
-            and r["class"] is None
-            and r["value"] is not None
-            and r["metric"] in HEADLINE[cfg.problem_type]
-        ):
-            if r["metric"] not in latest_value or r["window_start"] >= latest_value[r["metric"]][0]:
-                latest_value[r["metric"]] = (r["window_start"], r["value"])
+        wanted = r["slice_key"] is None and r["class"] is None and r["metric"] in HEADLINE[cfg.problem_type]
+        newer = r["window_start"] >= latest_value.get(r["metric"], (datetime.min, 0.0))[0]
+        if wanted and r["value"] is not None and newer:
+            latest_value[r["metric"]] = (r["window_start"], r["value"])
     headline = {f"performance.{m}": v for m, (_ws, v) in latest_value.items()}
     firing = [r for r in alert_rows if r.status == "firing"]
     return {
