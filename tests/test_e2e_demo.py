@@ -302,3 +302,42 @@ def test_failed_run_is_recorded_and_keeps_results(spark, demo):
     assert runs and "no_such_table" in runs[-1]["error"]
     after = _counts(spark, demo)
     assert {k: v for k, v in after.items() if k != "runs"} == {k: v for k, v in before.items() if k != "runs"}
+
+
+def test_weekly_rollup_from_daily_sketches(spark, demo):
+    """Seven daily sketches merged give the week's counts exactly and its quantiles within the KLL bound."""
+    from lakemon.drift import stats
+    from lakemon.rollup import merged_sketches, range_drift
+
+    cfg = demo["cfg"]
+    week = merged_sketches(spark, cfg, _day(0), _day(7)).where(
+        F.col("slice_key").isNull() & (F.col("column_name") == "income")
+    )
+    probs = [0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99]
+    arr = "array(" + ",".join(str(p) for p in probs) + ")"
+    row = week.select(
+        "row_count", "non_null", F.expr(f"kll_sketch_get_quantile_double(kll, {arr})").alias("q"), "windows"
+    ).first()
+    pred = spark.read.format("delta").load(str(demo["wd"] / "data" / "predictions"))
+    raw = pred.where((F.col("ts") >= _day(0)) & (F.col("ts") < _day(7))).select("income")
+    values = sorted(r[0] for r in raw.collect())  # test-only: the exact reference
+    assert row["windows"] == 7 and row["row_count"] == len(values)
+    import bisect
+
+    eps = stats.kll_rank_error(cfg.drift.sketch_k)
+    for p, q in zip(probs, row["q"], strict=True):
+        rank = bisect.bisect_right(values, q) / len(values)
+        assert abs(rank - p) <= 2 * eps, (p, q, rank)
+    direct = raw.agg(
+        F.expr(f"kll_sketch_get_quantile_double(kll_sketch_agg_double(income, {cfg.drift.sketch_k}), {arr})")
+    ).first()[0]
+    for qm, qd in zip(row["q"], direct, strict=True):
+        rm, rd = bisect.bisect_right(values, qm) / len(values), bisect.bisect_right(values, qd) / len(values)
+        assert abs(rm - rd) <= 2 * eps
+
+    # drift over a merged range, from sketches only: the south income shift is there, clean columns are not
+    shift = _incident(demo, "mean_shift")["first_day"]
+    rows = range_drift(spark, cfg, _day(shift), _day(DAYS))
+    flagged = {(r["column_name"], r["slice_value"]) for r in rows if r["drifted"]}
+    assert ("income", "south") in flagged
+    assert not {c for c, _ in flagged} & set(CLEAN)

@@ -38,6 +38,8 @@ from lakemon.plan import (
 from lakemon.profile import (
     TABLE_COLUMN,
     category_frequencies,
+    cell_from_record,
+    nan_to_none,
     profile_aggs,
     profile_metrics,
     sketch_rows,
@@ -407,12 +409,16 @@ class Monitor:
                     )
             grouping = self._grouping(slice_values)
             ctx = RunContext(**{**ctx.__dict__, "grouping": grouping})
+            qschema = quality.schema_with_labels(cfg, source.schema, labels)
+            config_dir = os.path.dirname(self.config_path) if self.config_path else None
+            gx_fast, gx_rest = quality.gx_suites(cfg, qschema, config_dir)
             specs = quality.check_specs(
                 cfg,
                 [c for c in columns.numeric if columns.role(c) == "feature"],
                 [c for c in columns.categorical if columns.role(c) == "feature"],
+                gx_fast,
             )
-            planned = quality.plan(specs, cfg, quality.schema_with_labels(cfg, source.schema, labels), WINDOW)
+            planned = quality.plan(specs, cfg, qschema, WINDOW)
             proj = self._project(rows, labels_frame, ctx, planned)
             proj = proj.persist()
             info["rows"] = proj.count()
@@ -433,6 +439,10 @@ class Monitor:
             )
             tables[PERFORMANCE_METRICS.name] = perf.finalize(ctx, results)
             tables[DRIFT_METRICS.name] = drift.finalize(ctx, results)
+
+        if gx_rest:
+            with self.phases.phase("great_expectations"):
+                tables[QUALITY_RESULTS.name] += self._validate_with_gx(rows, gx_rest, plan.windows, ctx)
 
         with self.phases.phase("samples"):
             failed_checks = sorted({r["check"] for r in tables[QUALITY_RESULTS.name] if not r["passed"]})
@@ -714,8 +724,13 @@ class Monitor:
         cells = with_quantiles(sketches_df, self.probs).toPandas()  # columns x windows x slices, bounded
         for r in cells.to_dict("records"):
             results.cells[
-                (_py(r["window_start"]), _none(r["slice_key"]), _none(r["slice_value"]), r["column_name"])
-            ] = _cell(r)
+                (
+                    _py(r["window_start"]),
+                    nan_to_none(r["slice_key"]),
+                    nan_to_none(r["slice_value"]),
+                    r["column_name"],
+                )
+            ] = cell_from_record(r)
         return results, sketches_df, merged_df
 
     # ------------------------------------------------------------------------------------------------
@@ -759,7 +774,7 @@ class Monitor:
             log.info("[%s] baseline profile %s reused (no rescan)", cfg.monitor, baseline_id)
         q = with_quantiles(stored.withColumn("window_start", F.lit(BASELINE_WINDOW)), self.probs)
         for r in q.toPandas().to_dict("records"):  # slices x columns rows of the baseline profile
-            sk, sv = _none(r["slice_key"]), _none(r["slice_value"])
+            sk, sv = nan_to_none(r["slice_key"]), nan_to_none(r["slice_value"])
             if r["column_name"] == ":performance":
                 results.baseline_metrics[(sk, sv)] = {
                     k: float(v) for k, v in (r.get("metrics") or {}).items() if v is not None
@@ -770,7 +785,7 @@ class Monitor:
                         np.asarray(r["histogram_neg"], dtype=float),
                     )
                 continue
-            results.baseline_cells[(sk, sv, r["column_name"])] = _cell(r)
+            results.baseline_cells[(sk, sv, r["column_name"])] = cell_from_record(r)
 
     def _profile_baseline(
         self, ctx: RunContext, columns: ColumnSet, baseline_id: str, definition: str, version: int | None
@@ -983,8 +998,13 @@ class Monitor:
         )
         for r in with_quantiles(stored, self.probs).toPandas().to_dict("records"):
             results.reference_cells[
-                (_py(r["window_start"]), _none(r["slice_key"]), _none(r["slice_value"]), r["column_name"])
-            ] = _cell(r)
+                (
+                    _py(r["window_start"]),
+                    nan_to_none(r["slice_key"]),
+                    nan_to_none(r["slice_value"]),
+                    r["column_name"],
+                )
+            ] = cell_from_record(r)
 
     def _volume_history(
         self, windows: Sequence[datetime]
@@ -1180,27 +1200,8 @@ def _frame(spark: SparkSession, table: TableDef, rows: list[dict[str, Any]]) -> 
     return spark.createDataFrame(pdf, schema)
 
 
-def _none(v: Any) -> Any:
-    if v is None:
-        return None
-    if isinstance(v, float) and np.isnan(v):
-        return None
-    return v
-
-
 def _py(ts: Any) -> datetime:
     return ts.to_pydatetime() if hasattr(ts, "to_pydatetime") else ts
-
-
-def _cell(r: dict[str, Any]) -> dict[str, Any]:
-    out = {k: _none(v) if not isinstance(v, (list, np.ndarray, dict)) else v for k, v in r.items()}
-    q = r.get("quantiles")
-    out["quantiles"] = None if q is None or (isinstance(q, float)) else np.asarray(q, dtype=float)
-    f = r.get("frequencies")
-    if f is not None and not isinstance(f, dict):
-        f = dict(f)
-    out["frequencies"] = f
-    return out
 
 
 def run_monitor(

@@ -185,6 +185,24 @@ def with_quantiles(sketches: DataFrame, probs: Sequence[float]) -> DataFrame:
     )
 
 
+def nan_to_none(v: Any) -> Any:
+    """NULLs come back from pandas as NaN; turn them back into None."""
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def cell_from_record(r: dict[str, Any]) -> dict[str, Any]:
+    """A ``with_quantiles`` row (from ``toPandas``) as a driver-side cell: quantiles as a numpy array,
+    frequencies as a dict, NaN as None."""
+    import numpy as np
+
+    out = {k: nan_to_none(v) if not isinstance(v, list | np.ndarray | dict) else v for k, v in r.items()}
+    q = r.get("quantiles")
+    out["quantiles"] = None if q is None or isinstance(q, float) else np.asarray(q, dtype=float)
+    f = r.get("frequencies")
+    out["frequencies"] = dict(f) if f is not None and not isinstance(f, dict) else f
+    return out
+
+
 def _f(v: Any) -> float | None:
     if v is None:
         return None

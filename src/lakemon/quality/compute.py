@@ -130,3 +130,77 @@ def finalize(
                 }
             )
     return rows
+
+
+def gx_suites(
+    cfg: MonitorConfig, schema: StructType, config_dir: str | None
+) -> tuple[list[CheckSpec], list[tuple[str, Any]]]:
+    """The config's GX suites: with ``engine: fast`` the expectations lakemon has built in become checks of
+    the single pass; the rest (or everything with ``engine: great_expectations``) run through GX."""
+    from pathlib import Path
+
+    from lakemon.quality import gx
+
+    fast: list[CheckSpec] = []
+    rest: list[tuple[str, Any]] = []
+    for i, raw in enumerate(cfg.quality.great_expectations):
+        path = Path(raw)
+        if not path.is_absolute() and config_dir and not path.exists():
+            path = Path(config_dir) / path
+        if not path.is_file():
+            from lakemon.config import ConfigError
+
+            raise ConfigError(f"config key 'quality.great_expectations[{i}]': suite file not found: {raw}")
+        suite = gx.load_suite(path)
+        if cfg.quality.engine == "fast":
+            specs, remaining = gx.translate_suite(suite, schema)
+            fast += specs
+        else:
+            remaining = list(suite.expectations)
+        if remaining:
+            import great_expectations as ge
+
+            rest.append((str(path), ge.ExpectationSuite(name=f"{suite.name}_rest", expectations=remaining)))
+    return fast, rest
+
+
+def gx_rows(ctx: RunContext, outcomes_by_window: Mapping[datetime, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Rows of ``quality_results`` for expectations validated by Great Expectations (whole population)."""
+    rows = []
+    for ws, outcomes in sorted(outcomes_by_window.items()):
+        seen: dict[str, int] = {}
+        for o in outcomes:
+            base = f"{o.expectation_type}__{o.column}" if o.column else o.expectation_type
+            seen[base] = seen.get(base, 0) + 1
+            name = base if seen[base] == 1 else f"{base}_{seen[base]}"
+            checked = int(o.element_count or 0)
+            failed = (
+                int(o.unexpected_count or 0)
+                if o.unexpected_count is not None
+                else (0 if o.success else checked)
+            )
+            rows.append(
+                {
+                    **ctx.key_columns(ws, None, None),
+                    "check": name,
+                    "kind": o.expectation_type,
+                    "table_name": "predictions",
+                    "column_name": o.column,
+                    "rows_checked": checked,
+                    "rows_failed": failed,
+                    "fail_ratio": failed / checked if checked else 0.0,
+                    "max_fail_ratio": 0.0,
+                    "passed": bool(o.success),
+                    "severity": "error",
+                    "engine": "great_expectations",
+                    "details": json.dumps(
+                        {
+                            "observed_value": o.observed_value,
+                            "unexpected_percent": o.unexpected_percent,
+                            "exception": o.exception,
+                        },
+                        default=str,
+                    ),
+                }
+            )
+    return rows
