@@ -270,10 +270,10 @@ def prepare_dataset(spark: Any, base: Path, rows: int, days: int, extra_day: boo
     gen_days = days + (1 if extra_day else 0)
     gen_rows = -(-rows * gen_days // days)
     gen = base / "gen"
-    # one more unlabeled day when a day is held back: the monitored days are labeled alike either way
-    info = generate_demo(
-        spark, str(gen), rows=gen_rows, days=gen_days, start=START, unlabeled_days=3 + (gen_days - days)
-    )
+    # the demo's last 3 days are unlabeled (fewer for short logs), plus the held-back day if any: the
+    # monitored days are labeled alike either way
+    unlabeled = min(3, max(days - 2, 0)) + (gen_days - days)
+    info = generate_demo(spark, str(gen), rows=gen_rows, days=gen_days, start=START, unlabeled_days=unlabeled)
     data = base / "data"
     paths = {name: data / name for name in ("predictions", "labels", "baseline", "extra_day")}
     end = START + days * DAY

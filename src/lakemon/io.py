@@ -136,8 +136,8 @@ def ensure_tables(spark: SparkSession, output: Output, tables: Sequence[TableDef
 
     for table in tables:
         expected = StructType.fromDDL(table.ddl)
-        if _exists(spark, output, table):
-            actual = output.read(spark, table).schema
+        actual = _schema_if_exists(spark, output, table)
+        if actual is not None:
             have = {f.name: _type_key(f.dataType.simpleString()) for f in actual.fields}
             problems = []
             for f in expected.fields:
@@ -163,13 +163,23 @@ def ensure_tables(spark: SparkSession, output: Output, tables: Sequence[TableDef
         log.debug("created monitoring table %s", output.location(table))
 
 
-def _exists(spark: SparkSession, output: Output, table: TableDef) -> bool:
-    from delta.tables import DeltaTable
-
+def _schema_if_exists(spark: SparkSession, output: Output, table: TableDef) -> StructType | None:
+    """The table's schema, or None when there is no Delta table there yet (one log read)."""
     loc = output.location(table)
-    if output.spec.path is not None:
-        return DeltaTable.isDeltaTable(spark, loc)
-    return bool(spark.catalog.tableExists(loc))
+    if output.spec.path is None and not spark.catalog.tableExists(loc):
+        return None
+    try:
+        return output.read(spark, table).schema
+    except Exception as err:
+        text = str(err)
+        if (
+            "DELTA_MISSING_DELTA_TABLE" in text
+            or "is not a Delta table" in text
+            or "PATH_NOT_FOUND" in text
+            or "doesn't exist" in text
+        ):
+            return None
+        raise
 
 
 def _retry_conflicts(action: Callable[[], T], what: str, attempts: int = 4) -> T:

@@ -39,6 +39,7 @@ from lakemon.profile import (
     TABLE_COLUMN,
     category_frequencies,
     cell_from_record,
+    collect_cells,
     nan_to_none,
     profile_aggs,
     profile_metrics,
@@ -721,16 +722,7 @@ class Monitor:
                         results.merged[key]["items_hll__n"] = r["items_hll__n"]
                 continue
             results.keyed[ka.name] = kdf.toPandas()  # bins x windows x slices: aggregated, bounded
-        cells = with_quantiles(sketches_df, self.probs).toPandas()  # columns x windows x slices, bounded
-        for r in cells.to_dict("records"):
-            results.cells[
-                (
-                    _py(r["window_start"]),
-                    nan_to_none(r["slice_key"]),
-                    nan_to_none(r["slice_value"]),
-                    r["column_name"],
-                )
-            ] = cell_from_record(r)
+        results.cells.update(collect_cells(with_quantiles(sketches_df, self.probs)))
         return results, sketches_df, merged_df
 
     # ------------------------------------------------------------------------------------------------
@@ -996,15 +988,7 @@ class Monitor:
             & (F.col("granularity") == self.cfg.granularity)
             & F.col("window_start").isin(need)
         )
-        for r in with_quantiles(stored, self.probs).toPandas().to_dict("records"):
-            results.reference_cells[
-                (
-                    _py(r["window_start"]),
-                    nan_to_none(r["slice_key"]),
-                    nan_to_none(r["slice_value"]),
-                    r["column_name"],
-                )
-            ] = cell_from_record(r)
+        results.reference_cells.update(collect_cells(with_quantiles(stored, self.probs)))
 
     def _volume_history(
         self, windows: Sequence[datetime]

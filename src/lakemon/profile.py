@@ -203,6 +203,19 @@ def cell_from_record(r: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def collect_cells(df: DataFrame) -> dict[tuple[Any, str | None, str | None, str], dict[str, Any]]:
+    """Collect a ``with_quantiles`` frame (windows x slices x columns rows, never raw rows) as cells keyed by
+    ``(window_start, slice_key, slice_value, column_name)``."""
+    out = {}
+    for r in df.toPandas().to_dict("records"):
+        ws = r["window_start"]
+        ws = ws.to_pydatetime() if hasattr(ws, "to_pydatetime") else ws
+        out[(ws, nan_to_none(r["slice_key"]), nan_to_none(r["slice_value"]), r["column_name"])] = (
+            cell_from_record(r)
+        )
+    return out
+
+
 def _f(v: Any) -> float | None:
     if v is None:
         return None

@@ -18,7 +18,7 @@ from lakemon.config import MonitorConfig
 from lakemon.context import Results, RunContext
 from lakemon.drift import compute as drift
 from lakemon.plan import ColumnSet, Grouping
-from lakemon.profile import cell_from_record, nan_to_none, with_quantiles
+from lakemon.profile import collect_cells, with_quantiles
 from lakemon.tables import BASELINE_PROFILE, SKETCHES
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def range_drift(
     from pyspark.sql import functions as F
 
     probs = np.linspace(0.0, 1.0, cfg.drift.quantile_points)
-    cur = with_quantiles(merged_sketches(spark, cfg, start, end), probs).toPandas()  # slices x columns
+    cur = collect_cells(with_quantiles(merged_sketches(spark, cfg, start, end), probs))  # slices x columns
     base = (
         io.Output(cfg.output)
         .read(spark, BASELINE_PROFILE)
@@ -81,16 +81,9 @@ def range_drift(
     base = base.where(F.col("computed_at") == F.lit(latest)).withColumn(
         "window_start", F.lit(start).cast("timestamp")
     )
-    ref = with_quantiles(base, probs).toPandas()
-    results = Results()
-    for r in cur.to_dict("records"):
-        results.cells[
-            (start, nan_to_none(r["slice_key"]), nan_to_none(r["slice_value"]), r["column_name"])
-        ] = cell_from_record(r)
-    for r in ref.to_dict("records"):
-        results.baseline_cells[
-            (nan_to_none(r["slice_key"]), nan_to_none(r["slice_value"]), r["column_name"])
-        ] = cell_from_record(r)
+    results = Results(cells=cur)
+    for (_ws, sk, sv, col), cell in collect_cells(with_quantiles(base, probs)).items():
+        results.baseline_cells[(sk, sv, col)] = cell
     columns = ColumnSet(
         tuple(sorted({k[3] for k, v in results.cells.items() if v["column_type"] == "numeric"})),
         tuple(sorted({k[3] for k, v in results.cells.items() if v["column_type"] == "categorical"})),

@@ -1,0 +1,171 @@
+"""Alerts through a whole run: a real webhook on loopback and a real Pushgateway receive them, secrets never
+leak into logs, tables or MLflow, a re-run does not notify twice, and --fail-on sets the exit code."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lakemon import io
+from lakemon.config import parse_config
+from lakemon.job import run_monitor
+from lakemon.tables import ALL_TABLES
+
+try:
+    from tests import servers
+except ImportError:  # pragma: no cover - rootdir-relative import
+    import servers
+
+D0 = datetime(2026, 5, 4)
+SECRET = "s3cr3t-token-0f-the-hook"
+
+
+def _log(n: int = 4000, days: int = 3, seed: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    day = rng.integers(0, days, n)
+    x = rng.normal(0, 1, n) + np.where(day == days - 1, 2.0, 0.0)  # the last day drifts hard
+    score = 1 / (1 + np.exp(-x))
+    return pd.DataFrame(
+        {
+            "id": [f"i{i}" for i in range(n)],
+            "ts": [
+                D0 + timedelta(days=int(d), seconds=int(s))
+                for d, s in zip(day, rng.integers(0, 86400, n), strict=True)
+            ],
+            "x": x,
+            "c": rng.choice(["p", "q"], n),
+            "score": score,
+            "prediction": (score >= 0.5).astype(int),
+            "label": (rng.random(n) < score).astype(int),
+        }
+    )
+
+
+@pytest.fixture
+def setup(spark, tmp_path, monkeypatch):
+    servers.no_proxy(monkeypatch)
+    spark.createDataFrame(_log()).write.format("delta").save(str(tmp_path / "log"))
+    return tmp_path
+
+
+def test_run_delivers_alerts_once_without_leaking_secrets(spark, setup, monkeypatch, caplog):
+    tmp = setup
+    with servers.RecordingServer() as hook, servers.pushgateway() as gateway:
+        monkeypatch.setenv("LAKEMON_TEST_HOOK", f"{hook.url}/hook/{SECRET}")
+        monkeypatch.setenv("LAKEMON_TEST_GATEWAY", gateway)
+        raw = {
+            "monitor": "delivery",
+            "model": {"name": "m"},
+            "problem_type": "binary",
+            "source": {
+                "table": str(tmp / "log"),
+                "timestamp": "ts",
+                "id": "id",
+                "prediction": "prediction",
+                "score": "score",
+                "features": {"numeric": ["x"], "categorical": ["c"]},
+            },
+            "labels": {"column": "label"},
+            "slices": [{"column": "c"}],
+            "baseline": {"range": {"start": D0.isoformat(), "end": (D0 + timedelta(days=1)).isoformat()}},
+            "output": {"path": str(tmp / "mon")},
+            "mlflow": {"experiment": "delivery", "tracking_uri": f"sqlite:///{tmp}/mlflow.db"},
+            "alerts": {
+                "sinks": [{"name": "hook", "kind": "generic", "url_env": "LAKEMON_TEST_HOOK", "retries": 1}],
+                "prometheus": {"pushgateway_env": "LAKEMON_TEST_GATEWAY"},
+            },
+        }
+        cfg = parse_config(raw)
+        with caplog.at_level(logging.DEBUG):
+            res = run_monitor(spark, cfg, as_of=D0 + timedelta(days=5))
+        assert res.status == "success"
+        assert len(hook.requests) == 1
+        payload = hook.requests[0].json()
+        alerts = payload["alerts"]
+        assert any(a["signal"] == "drift" and a["column_name"] == "x" for a in alerts)
+        assert all(a["notify"] in ("open", "escalate", "resolve") for a in alerts)
+        metrics = servers.read_metrics(gateway)
+        assert "lakemon_alerts_firing{" in metrics and 'monitor="delivery"' in metrics
+        assert "lakemon_drift_value" in metrics
+
+        # a backfill of the same windows re-evaluates the same alerts and does not notify again
+        again = run_monitor(spark, cfg, as_of=D0 + timedelta(days=5), start=D0, end=D0 + timedelta(days=3))
+        assert again.windows and len(hook.requests) == 1
+
+    # the secret appears nowhere: logs, every monitoring table, the MLflow store
+    assert SECRET not in caplog.text
+    out = io.Output(cfg.output)
+    for t in ALL_TABLES:
+        df = out.read(spark, t)
+        text = " ".join(str(r) for r in df.collect())
+        assert SECRET not in text, t.name
+    con = sqlite3.connect(tmp / "mlflow.db")
+    for table in ("params", "tags", "metrics"):
+        assert SECRET not in str(con.execute(f"select * from {table}").fetchall())
+    delivered = out.read(spark, io_alerts()).where("notify != 'none'").collect()
+    assert delivered and all('"delivered"' in (r["delivery"] or "") for r in delivered)
+
+
+def io_alerts():
+    from lakemon.tables import ALERTS
+
+    return ALERTS
+
+
+def test_fail_on_sets_the_exit_code(spark, setup):
+    from lakemon.cli import main
+
+    tmp = setup
+    cfg = {
+        "monitor": "failon",
+        "model": {"name": "m"},
+        "problem_type": "binary",
+        "source": {
+            "table": str(tmp / "log"),
+            "timestamp": "ts",
+            "id": "id",
+            "prediction": "prediction",
+            "score": "score",
+            "features": {"numeric": ["x"]},
+        },
+        "baseline": {"range": {"start": D0.isoformat(), "end": (D0 + timedelta(days=1)).isoformat()}},
+        "output": {"path": str(tmp / "mon2")},
+        "mlflow": {"experiment": "failon", "tracking_uri": f"sqlite:///{tmp}/mlflow2.db"},
+        "alerts": {
+            "rules": [
+                {
+                    "name": "x_drift",
+                    "signal": "drift",
+                    "metric": "wasserstein_normalized",
+                    "severity": "critical",
+                }
+            ]
+        },
+    }
+    import yaml
+
+    path = tmp / "failon.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    as_of = (D0 + timedelta(days=5)).isoformat()
+    assert main(["run", "--config", str(path), "--as-of", as_of, "--fail-on", "critical"]) == 3
+    assert (
+        main(
+            [
+                "run",
+                "--config",
+                str(path),
+                "--as-of",
+                as_of,
+                "--start",
+                D0.isoformat(),
+                "--fail-on",
+                "critical",
+            ]
+        )
+        == 3
+    )
