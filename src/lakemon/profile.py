@@ -8,6 +8,7 @@ windows and drift over any range are computed later without rescanning the log.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -226,6 +227,12 @@ def _f(v: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
+@functools.cache
+def _quantile_indices(points: int) -> tuple[int, ...]:
+    """Grid positions of the profile's quantiles on ``np.linspace(0, 1, points)``."""
+    return tuple(round(p * (points - 1)) for _, p in PROFILE_QUANTILES)
+
+
 def profile_metrics(
     cell: Mapping[str, Any],
     merged_row: Mapping[str, Any],
@@ -268,8 +275,7 @@ def profile_metrics(
         )
         q = cell.get("quantiles")
         if q is not None and len(q) == len(probs):
-            for name, prob in PROFILE_QUANTILES:
-                idx = min(range(len(probs)), key=lambda j: abs(probs[j] - prob))
+            for (name, _), idx in zip(PROFILE_QUANTILES, _quantile_indices(len(probs)), strict=True):
                 out[name] = _f(q[idx])
         else:
             for name, _ in PROFILE_QUANTILES:
