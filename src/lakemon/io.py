@@ -49,7 +49,10 @@ def read_table(spark: SparkSession, table: str, role: str = "source") -> DataFra
     """Read a Delta table by path or by name; a clear :class:`SourceError` when it does not exist."""
     try:
         if is_path(table):
-            return spark.read.format("delta").load(table)
+            df = spark.read.format("delta").load(table)
+            # resolve the snapshot now: a damaged log fails here, named, not later in the middle of a run
+            spark.sql(f"DESCRIBE DETAIL delta.`{table}`").collect()
+            return df
         return spark.read.table(table)
     except Exception as err:  # AnalysisException and friends: not a Delta table, no such path
         msg = str(err).splitlines()[0][:300]
@@ -156,10 +159,17 @@ def ensure_tables(spark: SparkSession, output: Output, tables: Sequence[TableDef
             continue
         empty = spark.createDataFrame([], expected)
         writer = empty.write.format("delta").mode("ignore")
-        if output.spec.path is not None:
-            writer.save(output.location(table))
-        else:
-            writer.saveAsTable(output.location(table))
+        try:
+            if output.spec.path is not None:
+                writer.save(output.location(table))
+            else:
+                writer.saveAsTable(output.location(table))
+        except Exception:
+            # Another first run created it at the same moment (Delta protocol/metadata conflict): fine if
+            # the table is now there with the declared schema.
+            if _schema_if_exists(spark, output, table) is None:
+                raise
+            ensure_tables(spark, output, (table,))
         log.debug("created monitoring table %s", output.location(table))
 
 

@@ -346,6 +346,8 @@ class Monitor:
             )
             if labels is not None and cfg.labels is not None and cfg.labels.table is not None:
                 run_row["labels_version"] = io.table_version(spark, cfg.labels.table)
+            if cfg.baseline is not None and cfg.baseline.table:
+                io.read_table(spark, cfg.baseline.table, "baseline")  # fail early, named, before any scan
             label_type = None
             if cfg.labels is not None:
                 label_type = _type_of((labels if labels is not None else source).schema, cfg.labels.column)
@@ -648,7 +650,8 @@ class Monitor:
         for a in q_aggs:
             for ref in _referenced_columns(df, a.expr):
                 needed.add(ref)
-        for name in sorted(needed - keep - {WINDOW}):
+        already = keep | {WINDOW} | ({cfg.labels.column} if cfg.labels is not None else set())
+        for name in sorted(needed - already):
             if name in df.columns:
                 cols.append(F.col(f"`{name}`"))
         proj = df.select(*cols)

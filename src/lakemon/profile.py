@@ -249,7 +249,10 @@ def profile_metrics(
         "count": float(nn),
         "num_nulls": float(nulls),
         "null_ratio": nulls / rows if rows else None,
-        "distinct_count": _f(cell.get("distinct_count")),
+        # HLL estimates can overshoot by ~1-2%: never report more distinct values than values
+        "distinct_count": min(_f(cell.get("distinct_count")) or 0.0, float(nn))
+        if cell.get("distinct_count") is not None
+        else None,
     }
     out["percent_distinct"] = (
         100.0 * out["distinct_count"] / nn if nn and out["distinct_count"] is not None else None  # type: ignore[operator]
