@@ -4,6 +4,7 @@ incrementally, and split over many small monitors.
 
     python jobs/benchmark.py --rows 10000000 --out bench.json [--days 30] [--scaling-rows 1000000]
                              [--workdir DIR] [--skip-gx] [--skip-naive] [--models 10]
+                             [--naive-days 5] [--skip-scaling] [--skip-multi]
 
 One local Spark session (``get_spark("lakemon-bench")``). Data: the demo generator's credit-default log
 (``lakemon.demo_data.generate_demo``), rewritten once before any timing to match the benchmark spec:
@@ -524,6 +525,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workdir", default=None, help="default: a temporary folder, removed at the end")
     p.add_argument("--skip-gx", action="store_true")
     p.add_argument("--skip-naive", action="store_true")
+    p.add_argument("--skip-scaling", action="store_true", help="no run at --scaling-rows")
+    p.add_argument("--skip-multi", action="store_true", help="no many-models part")
     p.add_argument("--naive-days", type=int, default=5, help="days the naive monitor is timed on")
     p.add_argument("--models", type=int, default=10, help="small monitors in the many-models part")
     a = p.parse_args(argv)
@@ -577,7 +580,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     init_mlflow(workdir, demo_config(workdir)["mlflow"]["experiment"])
 
     # ---- scaling, small size first (also warms the JVM up) ------------------------------------------
-    small: dict[str, Any] = {}
+    small: dict[str, Any] = out.setdefault("scaling_small", {})  # filled as it goes (partial JSON)
 
     def scaling_small() -> None:
         ds = prepare_dataset(spark, workdir / "small", args.scaling_rows, args.days, extra_day=False)
@@ -585,14 +588,16 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         small.update(measure_floor(spark, ds["paths"]))
         raw = bench_config(workdir, ds["paths"], workdir / "small" / "monitoring", monitor=f"{MONITOR}_small")
         as_of = START + args.days * DAY
-        small["full_s"], res = timed_run(spark, raw, as_of=as_of)
-        small["full_s"] = _r(small["full_s"])
-        small["full_warm_s"], _ = timed_run(spark, raw, as_of=as_of, start=START, end=as_of)
-        small["full_warm_s"] = _r(small["full_warm_s"])
-        small["spark_jobs"] = res.spark_jobs
+        dt, res = timed_run(spark, raw, as_of=as_of)
+        small.update(full_s=_r(dt), spark_jobs=res.spark_jobs)
+        dt, _ = timed_run(spark, raw, as_of=as_of, start=START, end=as_of)
+        small["full_warm_s"] = _r(dt)
 
-    b.guard("scaling_small", scaling_small)
-    mem_small = b.memory[-1]
+    if args.skip_scaling:
+        out["scaling_skipped"] = True
+    else:
+        b.guard("scaling_small", scaling_small)
+    mem_small = b.memory[-1] if not args.skip_scaling else {}
 
     # ---- main data ------------------------------------------------------------------------------------
     ds: dict[str, Any] = {}
@@ -671,7 +676,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         out["multi_s"] = _r(sum(times))
         out["multi_ratio"] = _ratio(sum(times), out.get("full_s"))
 
-    b.guard("multi", multi)
+    if args.skip_multi:
+        out["multi_skipped"] = True
+    else:
+        b.guard("multi", multi)
 
     # ---- incremental: append the held-back day ------------------------------------------------------------
     def incremental() -> None:
