@@ -351,8 +351,9 @@ def log_success(
         return None
     summ = result.summary or {}
     alerts = summ.get("alerts") or summarize(getattr(monitor, "_alert_rows", []))
-    signals = alerts.get("signals_firing", {s: False for s in SIGNALS})
-    tags = {f"lakemon.alert.{s}": "true" if signals.get(s) else "false" for s in SIGNALS}
+    # a signal's flag is raised when it fired in any window of this run (one window for a scheduled run)
+    fired = {r["signal"] for r in alert_rows if r.get("status") == "firing"}
+    tags = {f"lakemon.alert.{s}": "true" if s in fired else "false" for s in SIGNALS}
     tags.update(
         {
             "lakemon.status": "success",
