@@ -30,17 +30,6 @@ POSITIVE = [
     "jvm_peak_rss_mb",
     "incremental_s",
     "incremental_ratio",
-    "multi_ratio",
-]
-SCALING = [
-    "rows_small",
-    "full_small_s",
-    "rows",
-    "full_s",
-    "time_ratio",
-    "rows_ratio",
-    "rss_small_mb",
-    "rss_mb",
 ]
 
 
@@ -58,10 +47,8 @@ def test_benchmark_smoke(tmp_path):
         "20000",
         "--days",
         "4",
-        "--scaling-rows",
-        "10000",
-        "--models",
-        "2",
+        "--skip-scaling",  # the scaling and many-models parts repeat the same code at other sizes:
+        "--skip-multi",  # the suite keeps to one pass of each part (the benchmark itself runs them all)
         "--naive-days",
         "1",
         "--workdir",
@@ -83,9 +70,6 @@ def test_benchmark_smoke(tmp_path):
     assert res["naive_extrapolated"] is True
     assert res["phases"] and all(isinstance(v, int | float) and v >= 0 for v in res["phases"].values())
     assert sum(res["phases"].values()) > 0
-    for key in SCALING:
-        assert _positive(res["scaling"].get(key)), (key, res["scaling"])
     assert res["incremental_windows"] == 1
-    assert res["multi_models"] == 2 and len(res["multi_run_s"]) == 2
     assert _positive(res["machine"]["cores"]) and _positive(res["machine"]["memory_gb"])
     assert res["command"].startswith("python jobs/benchmark.py --rows 20000")

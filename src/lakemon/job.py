@@ -573,7 +573,12 @@ class Monitor:
         for i, s in enumerate(self.cfg.slices):
             dims.append(SliceDim(s.key, f"__s{i}", s.protected, "column" if s.column else "expression"))
         self._slice_values = slice_values
-        return Grouping(tuple(dims))
+        # cardinality of the slice values' cross product vs the number of slices (expressions: true/false/null)
+        sizes = [len(slice_values.get(s.column, [])) or 1 if s.column else 3 for s in self.cfg.slices]
+        combos = 1
+        for n in sizes:
+            combos *= max(n, 1)
+        return Grouping(tuple(dims), fan_out=combos > 2 * (1 + sum(sizes)))
 
     def _slice_columns(self, df: DataFrame) -> list[Any]:
         from pyspark.sql import functions as F

@@ -48,6 +48,7 @@ class Grouping:
 
     slices: tuple[SliceDim, ...] = ()
     window: str = WINDOW
+    fan_out: bool = False  # aggregate by fanning rows out to their slices instead of via the cross product
 
     @property
     def finest(self) -> list[str]:
@@ -113,10 +114,27 @@ def aggregate(
     The finest-grain result is persisted (it is small) so the per-slice merges read it instead of
     recomputing it; the caller unpersists what ``cached`` collects when the run is done.
     """
+    from pyspark.sql import functions as F
+
     names = [a.name for a in aggs]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ValueError(f"aggregate names must be unique: {sorted(dup)}")
+    if grouping.fan_out:
+        # Many slice columns: their cross product would make far more groups (each holding sketches) than
+        # the slices themselves. Fan each row out to its groups instead: one aggregation, (1 + slices) x rows.
+        groups = [F.struct(F.lit(None).cast("string").alias("k"), F.lit(None).cast("string").alias("v"))]
+        groups += [
+            F.struct(F.lit(d.key).alias("k"), F.col(d.column).cast("string").alias("v"))
+            for d in grouping.slices
+        ]
+        fanned = df.withColumn("__g", F.explode(F.array(*groups)))
+        return fanned.groupBy(
+            F.col(grouping.window).alias("window_start"),
+            F.col("__g.k").alias("slice_key"),
+            F.col("__g.v").alias("slice_value"),
+            *[F.col(f"`{k}`") for k in extra_keys],
+        ).agg(*[a.expr.alias(a.name) for a in aggs])
     finest = df.groupBy(*grouping.finest, *extra_keys).agg(*[a.expr.alias(a.name) for a in aggs])
     if grouping.slices:
         finest = finest.persist()
