@@ -6,6 +6,7 @@ The only module that imports mlflow. With no tracking URI configured, the store 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -39,6 +40,15 @@ def log_run(
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
+    if (
+        mlflow.get_experiment_by_name(experiment) is None
+        and tracking_uri
+        and tracking_uri.startswith("sqlite:///")
+    ):
+        # keep artifacts next to the sqlite store (MLflow's default is ./mlruns of the working directory)
+        store = os.path.dirname(os.path.abspath(tracking_uri[len("sqlite:///") :]))
+        with contextlib.suppress(Exception):  # created meanwhile by another run
+            mlflow.create_experiment(experiment, artifact_location=f"file://{store}/mlruns")
     mlflow.set_experiment(experiment)
     clean_metrics = {
         metric_key(k): float(v)
