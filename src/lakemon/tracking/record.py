@@ -60,7 +60,7 @@ def reap_interrupted_runs(
     """Mark runs left ``running`` by a process that died (killed driver) as failed, saying so."""
     from pyspark.sql import functions as F
 
-    rows = (
+    rows = (  # runs rows still marked running: a handful at most
         output.read(spark, RUNS)
         .where((F.col("monitor") == monitor) & (F.col("status") == "running"))
         .collect()
@@ -187,6 +187,7 @@ def _history(monitor: Monitor, windows: Sequence[datetime], depth: int) -> dict[
         & (F.col("window_start") >= F.lit(lo))
         & (F.col("window_start") < F.lit(min(windows)))
     )
+    # monitoring-table rows (already aggregated) of at most `depth` earlier windows: bounded, never raw rows
     out: dict[str, list[dict[str, Any]]] = {}
     out[QUALITY_RESULTS.name] = [
         r.asDict() for r in monitor.output.read(monitor.spark, QUALITY_RESULTS).where(cond).collect()
