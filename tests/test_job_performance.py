@@ -142,7 +142,10 @@ def test_job_count_does_not_grow_with_slices_or_windows(spark, tmp_path):
         cfg = parse_config(_config(path, out, slices=slices, drift={"enabled": True}))
         res = run_monitor(spark, cfg, as_of=D0 + timedelta(days=10), deliver=False)
         jobs[(slices, days)] = {k: res.phase_jobs.get(k, 0) for k in ("project", "aggregate", "finalize")}
-    assert jobs[(2, 2)] == jobs[(6, 2)] == jobs[(2, 4)], jobs
+    # more slices never add jobs (with many slice columns the rows fan out to their slices in one aggregation,
+    # which even saves the merge step); more windows add none either
+    assert all(jobs[(6, 2)][k] <= jobs[(2, 2)][k] for k in jobs[(2, 2)]), jobs
+    assert jobs[(2, 4)] == jobs[(2, 2)], jobs
 
 
 def test_multiclass_and_regression_equal_sklearn(spark, tmp_path):
