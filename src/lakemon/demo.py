@@ -56,8 +56,6 @@ def run_demo(
     t_gen = time.perf_counter() - t0
     cfg_path = write_demo_config(wd)
     cfg = parse_config(yaml.safe_load(cfg_path.read_text()), str(cfg_path))
-    start = min(i["first_window_start"] for i in info["incidents"] if i.get("first_window_start"))
-    del start
     as_of = _demo_end(info, days)
     t1 = time.perf_counter()
     result = run_monitor(spark, cfg, as_of=as_of, config_path=str(cfg_path))
@@ -124,7 +122,6 @@ def report(
         lines.append(
             f"  {inc['kind']:<17} {inc.get('column') or '-':<12} {where:<16} days {inc['first_day']}-{inc['last_day']}"
         )
-    episodes = result.summary.get("alert_episodes", [])
     lines += [
         "",
         f"Alerts firing in the latest window: {result.alerts_firing}; alert episodes raised in this run:",
@@ -148,7 +145,6 @@ def report(
         lines.append(f"  {first}  {sev:<8} {sig:<22} {metric:<28} {col:<18} {sl}")
     if len(opened) > 60:
         lines.append(f"  ... and {len(opened) - 60} more (SELECT * FROM the alerts table)")
-    del episodes
     head = result.summary.get("headline", {})
     if head:
         lines += [

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -1150,12 +1150,10 @@ class Monitor:
 
 
 def _referenced_columns(df: DataFrame, expr: Any) -> list[str]:
-    """Source columns an aggregate expression references (so the projection carries them)."""
-    try:
-        plan = df.select(expr).queryExecution if hasattr(df, "queryExecution") else None
-        del plan
-    except Exception:
-        pass
+    """Source columns an aggregate expression references (so the projection carries them).
+
+    PySpark does not expose a Column's references; the expression's text names them. Carrying a column
+    too many costs little, one too few fails the aggregation at analysis time (never silently)."""
     text = str(expr)
     return [
         c
@@ -1209,8 +1207,3 @@ def run_monitor(
     """Run one monitor: the windows not yet processed plus changed ones; with ``start``/``end`` a backfill."""
     backfill = (start, end) if (start is not None or end is not None) else None
     return Monitor(spark, cfg, as_of=as_of, backfill=backfill, config_path=config_path, deliver=deliver).run()
-
-
-def window_range(start: datetime, days: int) -> list[datetime]:
-    """Helper for tests and the demo: ``days`` daily window starts from ``start``."""
-    return [start + timedelta(days=i) for i in range(days)]

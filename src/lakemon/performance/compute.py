@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -485,8 +484,3 @@ def baseline_metrics(
         if r["value"] is not None and r["class"] is None:
             out.setdefault((r["slice_key"], r["slice_value"]), {})[r["metric"]] = r["value"]
     return out
-
-
-def window_keys(results: Results) -> list[datetime]:
-    """Windows with performance results."""
-    return results.windows()

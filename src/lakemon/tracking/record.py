@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from lakemon import io
-from lakemon.alerts import SIGNALS, AlertRow, Observation, evaluate, rules_for, summarize
+from lakemon.alerts import SIGNALS, Observation, evaluate, rules_for, summarize
 from lakemon.context import Results, RunContext
 from lakemon.quality.compute import SIGNAL_OF_CHECK
 from lakemon.tables import ALERTS, DRIFT_METRICS, PERFORMANCE_METRICS, QUALITY_RESULTS, RUNS
@@ -477,9 +477,3 @@ def deliver(
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in d.items()}
-
-
-def alert_rows_as_dataclasses(rows: Sequence[dict[str, Any]]) -> list[AlertRow]:
-    """Alert table rows back as engine rows (for reports)."""
-    fields = {f.name for f in dataclasses.fields(AlertRow)}
-    return [AlertRow(**{k: v for k, v in r.items() if k in fields}) for r in rows]
