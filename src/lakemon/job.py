@@ -448,8 +448,22 @@ class Monitor:
                 tables[QUALITY_RESULTS.name] += self._validate_with_gx(rows, gx_rest, plan.windows, ctx)
 
         with self.phases.phase("samples"):
-            failed_checks = sorted({r["check"] for r in tables[QUALITY_RESULTS.name] if not r["passed"]})
-            samples_df = self._samples(proj, planned, failed_checks, ctx)
+            # samples only where a check failed: (check, window) pairs of the whole population
+            failed_pairs = sorted(
+                {
+                    (r["check"], r["window_start"])
+                    for r in tables[QUALITY_RESULTS.name]
+                    if not r["passed"] and r["slice_key"] is None
+                }
+            )
+            samples_df = self._samples(proj, planned, sorted({c for c, _ in failed_pairs}), ctx)
+            if samples_df is not None:
+                pairs = self.spark.createDataFrame(failed_pairs, "check_name STRING, __ws TIMESTAMP")
+                samples_df = samples_df.join(
+                    F.broadcast(pairs),
+                    (samples_df["check_name"] == pairs["check_name"]) & (samples_df[WINDOW] == pairs["__ws"]),
+                    "left_semi",
+                )
 
         with self.phases.phase("alerts"):
             alert_rows = tracking_glue.evaluate_alerts(self, ctx, results, tables, plan.windows)
