@@ -299,6 +299,7 @@ def test_rerun_backfill_and_late_rows(spark, demo):
         .limit(50)
         .withColumn("prediction_id", F.concat(F.lit("late-"), F.col("prediction_id")))
     )
+    day_rows = pred.where((F.col("ts") >= _day(2)) & (F.col("ts") < _day(3))).count()  # before the append
     late.write.format("delta").mode("append").save(pred_path)
     res = run_monitor(spark, cfg, as_of=AS_OF, deliver=False)
     assert res.windows == [_day(2)] and res.reasons[_day(2)] == "late_rows"
@@ -306,7 +307,6 @@ def test_rerun_backfill_and_late_rows(spark, demo):
         (F.col("column_name") == ":table") & (F.col("metric") == "row_count") & F.col("slice_key").isNull()
     )
     n = {r["window_start"]: r["value"] for r in prof.collect()}
-    day_rows = pred.where((F.col("ts") >= _day(2)) & (F.col("ts") < _day(3))).count()
     assert n[_day(2)] == day_rows + 50
     final = _counts(spark, demo)
     for t in WINDOWED_TABLES:
