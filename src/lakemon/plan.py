@@ -74,6 +74,17 @@ def merge_column(name: str, merge: Merge) -> Column:
     raise ValueError(f"unknown merge kind {merge!r}")
 
 
+def slice_groups(grouping: Grouping) -> Column:
+    """One row per group a row belongs to: the population ``(NULL, NULL)`` and ``(slice_key, value)`` per slice."""
+    from pyspark.sql import functions as F
+
+    groups = [F.struct(F.lit(None).cast("string").alias("k"), F.lit(None).cast("string").alias("v"))]
+    groups += [
+        F.struct(F.lit(d.key).alias("k"), F.col(d.column).cast("string").alias("v")) for d in grouping.slices
+    ]
+    return F.explode(F.array(*groups))
+
+
 def merge_upward(
     finest: DataFrame, grouping: Grouping, merges: dict[str, Merge], extra_keys: Sequence[str] = ()
 ) -> DataFrame:
@@ -87,11 +98,7 @@ def merge_upward(
     """
     from pyspark.sql import functions as F
 
-    groups = [F.struct(F.lit(None).cast("string").alias("k"), F.lit(None).cast("string").alias("v"))]
-    groups += [
-        F.struct(F.lit(d.key).alias("k"), F.col(d.column).cast("string").alias("v")) for d in grouping.slices
-    ]
-    fanned = finest.withColumn("__g", F.explode(F.array(*groups)))
+    fanned = finest.withColumn("__g", slice_groups(grouping))
     aggs = [merge_column(n, m).alias(n) for n, m in merges.items()]
     merged = fanned.groupBy(
         F.col(grouping.window).alias("window_start"),
@@ -123,12 +130,7 @@ def aggregate(
     if grouping.fan_out:
         # Many slice columns: their cross product would make far more groups (each holding sketches) than
         # the slices themselves. Fan each row out to its groups instead: one aggregation, (1 + slices) x rows.
-        groups = [F.struct(F.lit(None).cast("string").alias("k"), F.lit(None).cast("string").alias("v"))]
-        groups += [
-            F.struct(F.lit(d.key).alias("k"), F.col(d.column).cast("string").alias("v"))
-            for d in grouping.slices
-        ]
-        fanned = df.withColumn("__g", F.explode(F.array(*groups)))
+        fanned = df.withColumn("__g", slice_groups(grouping))
         return fanned.groupBy(
             F.col(grouping.window).alias("window_start"),
             F.col("__g.k").alias("slice_key"),
