@@ -564,6 +564,23 @@ def test_fairness_metrics() -> None:
         fairness_metrics((1, 2, 3), rest)
 
 
+def test_fairness_selection_rates_over_all_scored_rows() -> None:
+    """Statistical parity and disparate impact from (predicted positives, rows) of every scored row; the
+    label-based gaps still come from the confusion counts."""
+    group, rest = (30, 10, 50, 10), (100, 100, 700, 100)
+    m = fairness_metrics(group, rest, (60, 120), (150, 1200))  # selection rates 0.5 and 0.125
+    assert m["statistical_parity_difference"] == pytest.approx(0.375)
+    assert m["disparate_impact_ratio"] == pytest.approx(4.0)
+    assert m["equal_opportunity_difference"] == pytest.approx(0.25)
+    assert m["predictive_equality_difference"] == pytest.approx(1 / 6 - 0.125)
+    m = fairness_metrics(group, rest, (5, 10), (0, 0))  # the rest has no scored rows
+    assert m["statistical_parity_difference"] is None and m["disparate_impact_ratio"] is None
+    with pytest.raises(ValueError):
+        fairness_metrics(group, rest, (1, 2), None)
+    with pytest.raises(ValueError):
+        fairness_metrics(group, rest, (1, 2, 3), (1, 2))
+
+
 def test_module_does_not_import_pyspark() -> None:
     code = "import sys, lakemon.performance.math; assert 'pyspark' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

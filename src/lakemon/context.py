@@ -74,6 +74,8 @@ class Results:
     baseline_cells: dict[tuple[str | None, str | None, str], dict[str, Any]] = field(default_factory=dict)
     baseline_metrics: dict[tuple[str | None, str | None], dict[str, float]] = field(default_factory=dict)
     baseline_histogram: tuple[np.ndarray, np.ndarray] | None = None
+    # (window_start, slice_key, slice_value, column, reference) -> (statistic, drifted) stored by an earlier run
+    previous_verdicts: dict[tuple[Any, ...], tuple[str, bool]] = field(default_factory=dict)
 
     def windows(self) -> list[datetime]:
         """The windows present in the results."""

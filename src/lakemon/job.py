@@ -59,7 +59,7 @@ from lakemon.tables import (
     WINDOW_STATE,
     TableDef,
 )
-from lakemon.windows import WindowFacts, plan_windows, window_start_col
+from lakemon.windows import WindowFacts, WindowPlan, plan_windows, window_start_col
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -433,6 +433,7 @@ class Monitor:
         with self.phases.phase("baseline"):
             self._load_baseline(ctx, results, columns, planned)
             self._load_previous_windows(ctx, results, plan.windows)
+            self._load_previous_verdicts(results, plan)
 
         with self.phases.phase("finalize"):
             tables: dict[str, list[dict[str, Any]]] = {}
@@ -1012,6 +1013,34 @@ class Monitor:
         )
         results.reference_cells.update(collect_cells(with_quantiles(stored, self.probs)))
 
+    def _load_previous_verdicts(self, results: Results, plan: WindowPlan) -> None:
+        """Drift verdicts already stored for the windows this run recomputes (late data, backfill)."""
+        from pyspark.sql import functions as F
+
+        d = self.cfg.drift
+        again = [w for w in plan.windows if plan.reasons.get(w) != "new"]
+        if not d.enabled or d.mode == "pvalue" or not again:
+            return
+        stored = self.output.read(self.spark, DRIFT_METRICS).where(
+            (F.col("monitor") == self.cfg.monitor)
+            & (F.col("granularity") == self.cfg.granularity)
+            & F.col("window_start").isin(again)
+            & F.col("threshold").isNotNull()
+            & F.col("drifted").isNotNull()
+        )
+        cols = [
+            "window_start",
+            "slice_key",
+            "slice_value",
+            "column_name",
+            "reference",
+            "statistic",
+            "drifted",
+        ]
+        for r in stored.select(*cols).collect():  # one verdict per window x slice x column x reference
+            key = (r["window_start"], r["slice_key"], r["slice_value"], r["column_name"], r["reference"])
+            results.previous_verdicts[key] = (r["statistic"], bool(r["drifted"]))
+
     def _volume_history(
         self, windows: Sequence[datetime]
     ) -> dict[tuple[str | None, str | None], list[tuple[datetime, float]]]:
@@ -1093,30 +1122,11 @@ class Monitor:
         return qc.sample_failures(renamed, chosen, limit, cols, window_col=WINDOW)
 
     # ------------------------------------------------------------------------------------------------
-    def _write(
-        self,
-        ctx: RunContext,
-        tables: dict[str, list[dict[str, Any]]],
-        sketches_df: DataFrame,
-        samples_df: DataFrame | None,
-        facts: Sequence[WindowFacts],
-        windows: Sequence[datetime],
-        results: Results,
-    ) -> dict[str, int]:
-        """Replace the run's windows in every table; ``window_state`` last, so a crash re-runs them."""
+    def _samples_frame(self, samples_df: DataFrame | None) -> tuple[TableDef, DataFrame, int]:
+        """The ``quality_samples`` rows of the run's windows (an empty frame replaces stale samples)."""
         from pyspark.sql import functions as F
 
-        spark, cfg = self.spark, self.cfg
-        written: dict[str, int] = {}
-
-        def put(table: TableDef, df: DataFrame, n: int) -> None:
-            io.replace_windows(spark, self.output, table, df, cfg.monitor, cfg.granularity, windows)
-            written[table.name] = n
-
-        put(SKETCHES, sketches_df, len(results.cells))
-        for table in (PROFILE_METRICS, QUALITY_RESULTS, PERFORMANCE_METRICS, DRIFT_METRICS, ALERTS):
-            rows = tables.get(table.name, [])
-            put(table, _frame(spark, table, rows), len(rows))
+        cfg = self.cfg
         if samples_df is not None:
             from pyspark.sql import Window
 
@@ -1142,9 +1152,36 @@ class Monitor:
                 F.lit(self.run_id).alias("run_id"),
                 F.lit(self.started_at).cast("timestamp").alias("computed_at"),
             )
-            put(QUALITY_SAMPLES, s, -1)
-        else:
-            put(QUALITY_SAMPLES, _frame(spark, QUALITY_SAMPLES, []), 0)
+            return QUALITY_SAMPLES, s, -1
+        return QUALITY_SAMPLES, _frame(self.spark, QUALITY_SAMPLES, []), 0
+
+    def _write(
+        self,
+        ctx: RunContext,
+        tables: dict[str, list[dict[str, Any]]],
+        sketches_df: DataFrame,
+        samples_df: DataFrame | None,
+        facts: Sequence[WindowFacts],
+        windows: Sequence[datetime],
+        results: Results,
+    ) -> dict[str, int]:
+        """Replace the run's windows in every table; ``window_state`` last, so a crash re-runs them."""
+
+        spark, cfg = self.spark, self.cfg
+        written: dict[str, int] = {}
+
+        def put(table: TableDef, df: DataFrame, n: int) -> None:
+            io.replace_windows(spark, self.output, table, df, cfg.monitor, cfg.granularity, windows)
+            written[table.name] = n
+
+        frames: list[tuple[TableDef, DataFrame, int]] = [(SKETCHES, sketches_df, len(results.cells))]
+        for table in (PROFILE_METRICS, QUALITY_RESULTS, PERFORMANCE_METRICS, DRIFT_METRICS, ALERTS):
+            rows = tables.get(table.name, [])
+            frames.append((table, _frame(spark, table, rows), len(rows)))
+        frames.append(self._samples_frame(samples_df))
+        # Independent transactions on distinct tables, written concurrently; window_state only after every
+        # one of them has committed, so a failure or a crash here re-runs the windows.
+        io.concurrently(spark, put, frames)
         by_ws = {f.window_start: f for f in facts}
         state_rows = []
         for ws in windows:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -101,7 +102,7 @@ def finalize(ctx: RunContext, results: Results) -> list[dict[str, Any]]:
     if not d.enabled:
         return []
     rows: list[dict[str, Any]] = []
-    pending: list[tuple[dict[str, Any], float | None, int, int, int]] = []  # primary rows awaiting a verdict
+    pending: list[Pending] = []  # primary rows awaiting a verdict
     sketch_err = stats.ks_error_bound(d.sketch_k, d.quantile_points)
     for (ws, sk, sv, col), cur in sorted(
         results.cells.items(), key=lambda kv: (kv[0][0], kv[0][1] or "", kv[0][2] or "", kv[0][3])
@@ -165,23 +166,39 @@ def finalize(ctx: RunContext, results: Results) -> list[dict[str, Any]]:
                     if v is None:
                         row["reason"] = row["reason"] or reason or "statistic undefined for this cell"
                     else:
-                        pending.append((row, p, n, m, k))
+                        pending.append(Pending(row, p, n, m, k, cur, ref))
                 rows.append(row)
-    _decide(ctx, pending, sketch_err)
+    _decide(ctx, pending, sketch_err, results.previous_verdicts)
     return rows
 
 
+@dataclass(frozen=True)
+class Pending:
+    """A primary-statistic row awaiting its verdict, with what the verdict needs."""
+
+    row: dict[str, Any]
+    p: float | None
+    n: int
+    m: int
+    k: int
+    cur: Mapping[str, Any]
+    ref: Mapping[str, Any] | None
+
+
 def _decide(
-    ctx: RunContext, pending: list[tuple[dict[str, Any], float | None, int, int, int]], sketch_err: float
+    ctx: RunContext,
+    pending: list[Pending],
+    sketch_err: float,
+    previous: Mapping[tuple[Any, ...], tuple[str, bool]],
 ) -> None:
     d = ctx.cfg.drift
     if d.mode == "pvalue":
         groups: dict[tuple[Any, str], list[int]] = {}
-        for i, (row, _p, _n, _m, _k) in enumerate(pending):
-            groups.setdefault((row["window_start"], row["reference"]), []).append(i)
+        for i, pend in enumerate(pending):
+            groups.setdefault((pend.row["window_start"], pend.row["reference"]), []).append(i)
         adjusted: dict[int, float | None] = {}
         for idx in groups.values():
-            ps = np.array([pending[i][1] if pending[i][1] is not None else np.nan for i in idx], dtype=float)
+            ps = np.array([pending[i].p if pending[i].p is not None else np.nan for i in idx], dtype=float)
             if d.correction == "bh":
                 adj = stats.benjamini_hochberg(ps)
             elif d.correction == "bonferroni":
@@ -190,23 +207,59 @@ def _decide(
                 adj = ps
             for i, a in zip(idx, adj, strict=True):
                 adjusted[i] = None if not np.isfinite(a) else float(a)
-        for i, (row, _p, _n, _m, _k) in enumerate(pending):
-            padj = adjusted.get(i)
+        for i, pend in enumerate(pending):
+            row, padj = pend.row, adjusted.get(i)
             row["p_value"] = padj
             row["drifted"] = None if padj is None else bool(padj < d.alpha)
             row["threshold"] = d.alpha
         return
-    for row, p, n, m, k in pending:
-        drifted, _eff = stats.decide(
+    rank_error = stats.kll_rank_error(d.sketch_k)
+    for pend in pending:
+        row = pend.row
+        drifted, eff = stats.decide(
             row["statistic"],
             row["value"],
-            p,
+            pend.p,
             row["threshold"],
             d.mode,
-            n,
-            m,
+            pend.n,
+            pend.m,
             alpha=d.alpha,
-            k=max(k, 2),
+            k=max(pend.k, 2),
             sketch_error=sketch_err if row["statistic"] == "ks" else 0.0,
         )
+        key = (
+            row["window_start"],
+            row["slice_key"],
+            row["slice_value"],
+            row["column_name"],
+            row["reference"],
+        )
+        before = previous.get(key)
+        if (
+            drifted is not None
+            and eff is not None
+            and before is not None
+            and before[0] == row["statistic"]
+            and before[1] != drifted
+            and row["column_type"] == "numeric"
+            and pend.ref is not None
+        ):
+            # A recomputed KLL sketch differs within its error bound (randomised compaction): a cell that
+            # sits within that bound of the threshold keeps its earlier verdict, so re-runs are idempotent.
+            band = stats.sketch_uncertainty(
+                row["statistic"],
+                numeric_summary(pend.ref),
+                numeric_summary(pend.cur),
+                ctx.probs,
+                rank_error,
+                d.psi_bins,
+                ref_fixed=row["reference"] == "baseline",
+            )
+            if abs(eff - row["threshold"]) <= band:
+                drifted = before[1]
+                row["reason"] = (
+                    f"verdict of the earlier computation kept: within the sketch error ({band:.4g}) "
+                    "of the threshold"
+                )
         row["drifted"] = drifted

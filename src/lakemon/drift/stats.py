@@ -562,6 +562,50 @@ def numeric_drift(
     return out
 
 
+def sketch_uncertainty(
+    statistic: str,
+    ref: NumericSummary,
+    cur: NumericSummary,
+    probs: np.ndarray,
+    rank_error: float,
+    psi_bins: int = 10,
+    *,
+    ref_fixed: bool = False,
+) -> float:
+    """How far a numeric statistic can move when its sketches are recomputed: ``max |stat' - stat|``.
+
+    A KLL sketch answers each quantile query with a normalised rank error of at most ``rank_error``
+    (99% confidence), and its compaction is randomised, so a recomputed window yields a slightly
+    different quantile function. The statistic is re-evaluated with each side's quantile function read
+    at ``p - rank_error`` and ``p + rank_error`` (the extreme admissible shifts; 8 combinations besides
+    the original) and the largest change is returned. For ``ks`` this is ``2 * rank_error``; for
+    ``wasserstein`` it is ``integral |Q(p +- e) - Q(p)| dp`` per side. ``ref_fixed``: the reference is a
+    stored profile that is not recomputed (the baseline), so only the current side moves. 0.0 when the
+    statistic is not computable for the cell.
+    """
+    base = numeric_drift(ref, cur, probs, psi_bins).get(statistic, (None, None))[0]
+    if base is None or not math.isfinite(base) or ref.quantiles is None or cur.quantiles is None:
+        return 0.0
+    pa = np.asarray(probs, dtype=float)
+
+    def shifted(s: NumericSummary, e: float) -> NumericSummary:
+        q, _ = _as_quantiles(s.quantiles, pa)  # type: ignore[arg-type]
+        moved = np.interp(np.clip(pa + e, pa[0], pa[-1]), pa, q)
+        return NumericSummary(n=s.n, nulls=s.nulls, mean=s.mean, std=s.std, quantiles=moved)
+
+    worst = 0.0
+    for ea in (0.0,) if ref_fixed else (-rank_error, 0.0, rank_error):
+        for eb in (-rank_error, 0.0, rank_error):
+            if ea == 0.0 and eb == 0.0:
+                continue
+            v = numeric_drift(shifted(ref, ea), shifted(cur, eb), pa, psi_bins).get(statistic, (None, None))[
+                0
+            ]
+            if v is not None and math.isfinite(v):
+                worst = max(worst, abs(v - base))
+    return worst
+
+
 def categorical_drift(
     ref: CategoricalSummary, cur: CategoricalSummary
 ) -> dict[str, tuple[float | None, float | None]]:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from pyspark.sql import Column
 
 COUNT_METRICS = {"tp", "fp", "tn", "fn", "labeled_count", "label_coverage", "row_count"}
+SELECTION_METRICS = {"statistical_parity_difference", "disparate_impact_ratio"}  # need no labels
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,9 @@ def aggs(ctx: RunContext) -> list[Agg]:
             Agg("perf_sum_ll", F.sum(F.when(ok, ll))),
             Agg("perf_sum_brier", F.sum(F.when(ok, (p - y) * (p - y)))),
             Agg("perf_n_scored", F.count_if(ok)),
+            # every scored row, labeled or not: the selection rates of the label-free fairness metrics
+            Agg("perf_n_predicted", F.count_if(~F.isnan(p))),
+            Agg("perf_predicted_pos", F.count_if(~F.isnan(p) & (yhat == 1))),
         ]
     elif cfg.problem_type == "multiclass":
         classes = _classes(ctx)
@@ -143,14 +147,15 @@ def _ranking_aggs(ctx: RunContext) -> list[Agg]:
         Agg("rank_sum_rr", F.sum(F.when(ok & (first > 0), 1.0 / first).otherwise(F.when(ok, F.lit(0.0)))))
     )
     for k in ctx.cfg.performance.ranking.k:
-        top = F.slice(F.array_distinct(ranked), 1, k)
-        hits = F.transform(top, lambda x: F.array_contains(rel, x).cast("double"))
-        nhit = F.aggregate(hits, F.lit(0.0), lambda a, b: a + b)
-        dcg = F.aggregate(
-            F.zip_with(hits, F.sequence(F.lit(1), F.size(hits)), lambda h, i: h / F.log2(i + 1)),
-            F.lit(0.0),
-            lambda a, b: a + b,
+        # positions 1..k of the list as served; a repeated item is a hit at its first position only
+        hits = F.transform(
+            F.slice(ranked, 1, k),
+            lambda x, i: F.coalesce(
+                F.array_contains(rel, x) & (F.array_position(ranked, x) == i + 1), F.lit(False)
+            ).cast("double"),
         )
+        nhit = F.aggregate(hits, F.lit(0.0), lambda a, b: a + b)
+        dcg = F.aggregate(F.transform(hits, lambda h, i: h / F.log2(i + 2)), F.lit(0.0), lambda a, b: a + b)
         ideal_n = F.least(nrel, F.lit(k))
         idcg = F.aggregate(
             F.transform(F.sequence(F.lit(1), F.greatest(ideal_n, F.lit(1))), lambda i: 1.0 / F.log2(i + 1)),
@@ -445,6 +450,12 @@ def _confusion(df: Any) -> dict[CellKey, tuple[np.ndarray, list[str], dict[tuple
 
 
 def _fairness_rows(ctx: RunContext, results: Results, emit: Any) -> list[dict[str, Any]]:
+    """Fairness gaps of every protected slice value vs the rest of its window's population.
+
+    The rest is the window's population minus the group (the other values of the slice, ``__null__`` and
+    ``__other__`` included). Statistical parity and disparate impact compare selection rates over every
+    scored row; the other gaps use the labeled rows' confusion counts.
+    """
     if ctx.cfg.problem_type != "binary" or not ctx.has_labels:
         return []
     protected = {d.key for d in ctx.grouping.slices if d.protected}
@@ -462,14 +473,20 @@ def _fairness_rows(ctx: RunContext, results: Results, emit: Any) -> list[dict[st
         g = tuple(float(m.get(f"perf_{x}") or 0) for x in ("tp", "fp", "tn", "fn"))
         p = tuple(float(pop.get(f"perf_{x}") or 0) for x in ("tp", "fp", "tn", "fn"))
         rest = tuple(a - b for a, b in zip(p, g, strict=True))
-        few = sum(g) < min_n or sum(rest) < min_n
-        for metric, value in pm.fairness_metrics(g, rest).items():
+        g_sel = tuple(float(m.get(f"perf_{x}") or 0) for x in ("predicted_pos", "n_predicted"))
+        p_sel = tuple(float(pop.get(f"perf_{x}") or 0) for x in ("predicted_pos", "n_predicted"))
+        rest_sel = tuple(a - b for a, b in zip(p_sel, g_sel, strict=True))
+        few_labeled = sum(g) < min_n or sum(rest) < min_n
+        few_scored = g_sel[1] < min_n or rest_sel[1] < min_n
+        for metric, value in pm.fairness_metrics(g, rest, g_sel, rest_sel).items():
+            few = few_scored if metric in SELECTION_METRICS else few_labeled
+            what = "scored" if metric in SELECTION_METRICS else "labeled"
             emit(
                 key,
                 metric,
                 None if few else value,
                 m,
-                "too few labeled rows in the group or the rest" if few else "undefined",
+                f"too few {what} rows in the group or the rest" if few else "undefined",
             )
     return []
 

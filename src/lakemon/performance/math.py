@@ -630,19 +630,38 @@ def estimate_multiclass(
 # ---------------------------------------------------------------------------------------------------------
 # fairness
 # ---------------------------------------------------------------------------------------------------------
-def fairness_metrics(group: Sequence[float], rest: Sequence[float]) -> Metrics:
+def fairness_metrics(
+    group: Sequence[float],
+    rest: Sequence[float],
+    group_selection: Sequence[float] | None = None,
+    rest_selection: Sequence[float] | None = None,
+) -> Metrics:
     """Group-fairness gaps of a protected slice vs the rest, from ``(tp, fp, tn, fn)`` of each.
 
-    Differences are ``group - rest``: statistical_parity_difference (predicted-positive rate),
-    equal_opportunity_difference (TPR), predictive_parity_difference (precision),
-    predictive_equality_difference (FPR); disparate_impact_ratio = predicted-positive rate of the group
-    / that of the rest. ``None`` when a side's rate is undefined (or the rest's rate is 0 for the ratio).
+    Differences are ``group - rest``: statistical_parity_difference (selection rate, i.e.
+    predicted-positive rate), equal_opportunity_difference (TPR), predictive_parity_difference
+    (precision), predictive_equality_difference (FPR); disparate_impact_ratio = selection rate of the
+    group / that of the rest. ``None`` when a side's rate is undefined (or the rest's rate is 0 for the
+    ratio).
+
+    Statistical parity and disparate impact need no labels: pass ``(predicted positives, rows)`` over
+    every scored row of each side (labeled or not) as ``group_selection`` / ``rest_selection``, so that
+    they do not depend on which outcomes were observed. Without them the selection rates come from the
+    confusion counts (labeled rows only).
     """
     if len(group) != 4 or len(rest) != 4:
         raise ValueError("group and rest must be (tp, fp, tn, fn) tuples")
+    if (group_selection is None) != (rest_selection is None):
+        raise ValueError("group_selection and rest_selection must be given together")
     g = binary_metrics(*group)
     r = binary_metrics(*rest)
     g_ppr, r_ppr = g["predicted_positive_rate"], r["predicted_positive_rate"]
+    if group_selection is not None and rest_selection is not None:
+        if len(group_selection) != 2 or len(rest_selection) != 2:
+            raise ValueError("group_selection and rest_selection must be (predicted positives, rows) pairs")
+        if min(*group_selection, *rest_selection) < 0:
+            raise ValueError("selection counts must be non-negative")
+        g_ppr, r_ppr = _div(*group_selection), _div(*rest_selection)
     return {
         "statistical_parity_difference": _sub(g_ppr, r_ppr),
         "disparate_impact_ratio": None if g_ppr is None or r_ppr is None else _div(g_ppr, r_ppr),

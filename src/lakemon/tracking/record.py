@@ -16,7 +16,7 @@ from lakemon import io
 from lakemon.alerts import SIGNALS, Observation, evaluate, rules_for, summarize
 from lakemon.context import Results, RunContext
 from lakemon.quality.compute import SIGNAL_OF_CHECK
-from lakemon.tables import ALERTS, DRIFT_METRICS, PERFORMANCE_METRICS, QUALITY_RESULTS, RUNS
+from lakemon.tables import ALERTS, DRIFT_METRICS, PERFORMANCE_METRICS, QUALITY_RESULTS, RUNS, TableDef
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -188,23 +188,18 @@ def _history(monitor: Monitor, windows: Sequence[datetime], depth: int) -> dict[
         & (F.col("window_start") < F.lit(min(windows)))
     )
     # monitoring-table rows (already aggregated) of at most `depth` earlier windows: bounded, never raw rows
-    out: dict[str, list[dict[str, Any]]] = {}
-    out[QUALITY_RESULTS.name] = [
-        r.asDict() for r in monitor.output.read(monitor.spark, QUALITY_RESULTS).where(cond).collect()
-    ]
-    out[PERFORMANCE_METRICS.name] = [
-        r.asDict()
-        for r in monitor.output.read(monitor.spark, PERFORMANCE_METRICS)
-        .where(cond & F.col("class").isNull())
-        .collect()
-    ]
-    out[DRIFT_METRICS.name] = [
-        r.asDict()
-        for r in monitor.output.read(monitor.spark, DRIFT_METRICS)
-        .where(cond & F.col("threshold").isNotNull())
-        .collect()
-    ]
-    return out
+    wheres = {
+        QUALITY_RESULTS: cond,
+        PERFORMANCE_METRICS: cond & F.col("class").isNull(),
+        DRIFT_METRICS: cond & F.col("threshold").isNotNull(),
+    }
+
+    def rows_of(table: TableDef) -> list[dict[str, Any]]:
+        return [r.asDict() for r in monitor.output.read(monitor.spark, table).where(wheres[table]).collect()]
+
+    tables = list(wheres)
+    found = io.concurrently(monitor.spark, rows_of, [(t,) for t in tables])
+    return {t.name: rows for t, rows in zip(tables, found, strict=True)}
 
 
 def evaluate_alerts(
