@@ -16,7 +16,7 @@ from lakemon.plan import ColumnSet, Grouping
 WS = datetime(2026, 3, 2)
 
 
-def _ctx() -> RunContext:
+def _ctx(**drift) -> RunContext:
     cfg = parse_config(
         {
             "monitor": "m",
@@ -32,7 +32,7 @@ def _ctx() -> RunContext:
             "granularity": "1 day",
             "output": {"path": "/tmp/none_out"},
             "mlflow": {"experiment": "t"},
-            "drift": {"references": ["baseline"], "numeric_threshold": 0.1},
+            "drift": {"references": ["baseline"], "numeric_threshold": 0.1, **drift},
         }
     )
     probs = np.linspace(0.0, 1.0, cfg.drift.quantile_points)
@@ -111,3 +111,17 @@ def test_clear_cells_are_decided_afresh() -> None:
     # a verdict stored for another statistic (config changed) is not reused
     other = _primary(ctx, 0.105, {key: ("ks", False)})
     assert other["drifted"] is True
+
+
+def test_pvalue_mode_keeps_a_borderline_verdict() -> None:
+    ctx = _ctx(mode="pvalue")
+    key = (WS, None, None, "x", "baseline")
+    # KS 0.0089 at n = m = 50k: p-value 0.040, just under alpha; the KS band (baseline fixed) is one
+    # rank error (0.0028), and KS 0.0061 would have p > 0.05
+    fresh = _primary(ctx, 0.02)
+    assert fresh["statistic"] == "ks" and fresh["threshold"] == 0.05
+    assert fresh["p_value"] == pytest.approx(0.04, abs=0.005) and fresh["drifted"] is True
+    kept = _primary(ctx, 0.02, {key: ("ks", False)})
+    assert kept["drifted"] is False and "earlier computation kept" in kept["reason"]
+    far = _primary(ctx, 0.3, {key: ("ks", False)})
+    assert far["drifted"] is True and far["reason"] is None

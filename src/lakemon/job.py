@@ -1019,7 +1019,7 @@ class Monitor:
 
         d = self.cfg.drift
         again = [w for w in plan.windows if plan.reasons.get(w) != "new"]
-        if not d.enabled or d.mode == "pvalue" or not again:
+        if not d.enabled or not again:
             return
         stored = self.output.read(self.spark, DRIFT_METRICS).where(
             (F.col("monitor") == self.cfg.monitor)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
 Merge = Literal["sum", "min", "max", "kll", "hll"]
+SKETCH_MERGES = ("kll", "hll")
 
 WINDOW = "__window_start"
 OTHER = "__other__"
@@ -116,10 +117,12 @@ def aggregate(
     extra_keys: Sequence[str] = (),
     cached: list[DataFrame] | None = None,
 ) -> DataFrame:
-    """Compute ``aggs`` at the finest grain in ONE aggregation, then merge them up to every slice.
+    """Compute ``aggs`` for every window x group (population and each slice value) in one or two scans.
 
-    The finest-grain result is persisted (it is small) so the per-slice merges read it instead of
-    recomputing it; the caller unpersists what ``cached`` collects when the run is done.
+    By default ONE aggregation at the finest grain (window x combination of slice values), persisted (it
+    is small) and merged up to every slice; the caller unpersists what ``cached`` collects. When the slice
+    values' cross product is large (``grouping.fan_out``), the sketches are computed by fanning each row
+    out to its groups instead, and the scalar aggregates keep the finest grain: two scans, joined.
     """
     from pyspark.sql import functions as F
 
@@ -127,16 +130,45 @@ def aggregate(
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ValueError(f"aggregate names must be unique: {sorted(dup)}")
+    keys = ["window_start", "slice_key", "slice_value", *extra_keys]
+    sketches = [a for a in aggs if a.merge in SKETCH_MERGES]
+    scalars = [a for a in aggs if a.merge not in SKETCH_MERGES]
+    if grouping.fan_out and sketches and scalars and not extra_keys:
+        # Fanning out multiplies every row's updates by (1 + slices): worth it for the sketches only (whose
+        # per-group state makes the cross product costly). Sums, counts, min and max stay at the finest
+        # grain and merge upward exactly; the two small results are joined on the group.
+        by_fan = _fan_out(df, grouping, sketches, extra_keys)
+        by_grain = _finest_merged(df, grouping, scalars, extra_keys, cached)
+        on = [by_grain[k].eqNullSafe(by_fan[k]) for k in keys]
+        return by_grain.join(by_fan, on, "inner").select(
+            *[by_grain[k] for k in keys], *[F.col(f"`{a.name}`") for a in aggs]
+        )
     if grouping.fan_out:
-        # Many slice columns: their cross product would make far more groups (each holding sketches) than
-        # the slices themselves. Fan each row out to its groups instead: one aggregation, (1 + slices) x rows.
-        fanned = df.withColumn("__g", slice_groups(grouping))
-        return fanned.groupBy(
-            F.col(grouping.window).alias("window_start"),
-            F.col("__g.k").alias("slice_key"),
-            F.col("__g.v").alias("slice_value"),
-            *[F.col(f"`{k}`") for k in extra_keys],
-        ).agg(*[a.expr.alias(a.name) for a in aggs])
+        return _fan_out(df, grouping, aggs, extra_keys)
+    return _finest_merged(df, grouping, aggs, extra_keys, cached)
+
+
+def _fan_out(df: DataFrame, grouping: Grouping, aggs: Sequence[Agg], extra_keys: Sequence[str]) -> DataFrame:
+    """Each row fanned out to its groups (population and one per slice), then ONE aggregation."""
+    from pyspark.sql import functions as F
+
+    fanned = df.withColumn("__g", slice_groups(grouping))
+    return fanned.groupBy(
+        F.col(grouping.window).alias("window_start"),
+        F.col("__g.k").alias("slice_key"),
+        F.col("__g.v").alias("slice_value"),
+        *[F.col(f"`{k}`") for k in extra_keys],
+    ).agg(*[a.expr.alias(a.name) for a in aggs])
+
+
+def _finest_merged(
+    df: DataFrame,
+    grouping: Grouping,
+    aggs: Sequence[Agg],
+    extra_keys: Sequence[str],
+    cached: list[DataFrame] | None,
+) -> DataFrame:
+    """ONE aggregation at the finest grain (persisted: it is small), merged up to every slice."""
     finest = df.groupBy(*grouping.finest, *extra_keys).agg(*[a.expr.alias(a.name) for a in aggs])
     if grouping.slices:
         finest = finest.persist()

@@ -26,6 +26,8 @@ LOCAL_DEFAULTS: dict[str, str] = {
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     # Delta replays its log with 50 partitions by default: far too many tasks for small monitoring tables.
     "spark.databricks.delta.snapshotPartitions": "2",
+    # Generated code for wide aggregations exceeds HotSpot's 8,000-byte JIT limit and would run interpreted.
+    "spark.driver.extraJavaOptions": "-XX:-DontCompileHugeMethods",
     # Sketch aggregates are object-hash aggregates; keep them hash-based for thousands of groups.
     "spark.sql.objectHashAggregate.sortBased.fallbackThreshold": "4096",
 }

@@ -193,27 +193,8 @@ def _decide(
 ) -> None:
     d = ctx.cfg.drift
     if d.mode == "pvalue":
-        groups: dict[tuple[Any, str], list[int]] = {}
-        for i, pend in enumerate(pending):
-            groups.setdefault((pend.row["window_start"], pend.row["reference"]), []).append(i)
-        adjusted: dict[int, float | None] = {}
-        for idx in groups.values():
-            ps = np.array([pending[i].p if pending[i].p is not None else np.nan for i in idx], dtype=float)
-            if d.correction == "bh":
-                adj = stats.benjamini_hochberg(ps)
-            elif d.correction == "bonferroni":
-                adj = stats.bonferroni(ps)
-            else:
-                adj = ps
-            for i, a in zip(idx, adj, strict=True):
-                adjusted[i] = None if not np.isfinite(a) else float(a)
-        for i, pend in enumerate(pending):
-            row, padj = pend.row, adjusted.get(i)
-            row["p_value"] = padj
-            row["drifted"] = None if padj is None else bool(padj < d.alpha)
-            row["threshold"] = d.alpha
+        _decide_pvalues(ctx, pending, previous)
         return
-    rank_error = stats.kll_rank_error(d.sketch_k)
     for pend in pending:
         row = pend.row
         drifted, eff = stats.decide(
@@ -228,38 +209,89 @@ def _decide(
             k=max(pend.k, 2),
             sketch_error=sketch_err if row["statistic"] == "ks" else 0.0,
         )
-        key = (
-            row["window_start"],
-            row["slice_key"],
-            row["slice_value"],
-            row["column_name"],
-            row["reference"],
-        )
-        before = previous.get(key)
-        if (
-            drifted is not None
-            and eff is not None
-            and before is not None
-            and before[0] == row["statistic"]
-            and before[1] != drifted
-            and row["column_type"] == "numeric"
-            and pend.ref is not None
-        ):
-            # A recomputed KLL sketch differs within its error bound (randomised compaction): a cell that
-            # sits within that bound of the threshold keeps its earlier verdict, so re-runs are idempotent.
-            band = stats.sketch_uncertainty(
-                row["statistic"],
-                numeric_summary(pend.ref),
-                numeric_summary(pend.cur),
-                ctx.probs,
-                rank_error,
-                d.psi_bins,
-                ref_fixed=row["reference"] == "baseline",
-            )
+        before = _earlier_verdict(pend, drifted, previous)
+        if before is not None and eff is not None:
+            band = _band(ctx, pend)
             if abs(eff - row["threshold"]) <= band:
-                drifted = before[1]
-                row["reason"] = (
-                    f"verdict of the earlier computation kept: within the sketch error ({band:.4g}) "
-                    "of the threshold"
-                )
+                drifted = _keep(row, before, band)
         row["drifted"] = drifted
+
+
+def _decide_pvalues(
+    ctx: RunContext, pending: list[Pending], previous: Mapping[tuple[Any, ...], tuple[str, bool]]
+) -> None:
+    """p-value mode: adjusted across the columns x slices of a window (BH or Bonferroni), then verdicts."""
+    d = ctx.cfg.drift
+
+    def adjust(ps: np.ndarray) -> np.ndarray:
+        if d.correction == "bh":
+            return stats.benjamini_hochberg(ps)
+        if d.correction == "bonferroni":
+            return stats.bonferroni(ps)
+        return ps
+
+    groups: dict[tuple[Any, str], list[int]] = {}
+    for i, pend in enumerate(pending):
+        groups.setdefault((pend.row["window_start"], pend.row["reference"]), []).append(i)
+    for idx in groups.values():
+        ps = np.array([pending[i].p if pending[i].p is not None else np.nan for i in idx], dtype=float)
+        adj = adjust(ps)
+        for j, i in enumerate(idx):
+            pend, a = pending[i], adj[j]
+            row = pend.row
+            row["threshold"] = d.alpha
+            row["p_value"] = None if not np.isfinite(a) else float(a)
+            drifted = None if row["p_value"] is None else bool(row["p_value"] < d.alpha)
+            before = _earlier_verdict(pend, drifted, previous)
+            if before is not None and row["statistic"] == "ks":
+                # the KS statistic at the other end of its sketch band, the other p-values unchanged
+                band = _band(ctx, pend)
+                moved = row["value"] + band if before[1] else max(row["value"] - band, 0.0)
+                alt = ps.copy()
+                alt[j] = stats.ks_pvalue(moved, pend.n, pend.m)
+                if bool(adjust(alt)[j] < d.alpha) == before[1]:
+                    drifted = _keep(row, before, band)
+            row["drifted"] = drifted
+
+
+def _earlier_verdict(
+    pend: Pending, drifted: bool | None, previous: Mapping[tuple[Any, ...], tuple[str, bool]]
+) -> tuple[str, bool] | None:
+    """The verdict stored for this cell by an earlier computation, when it differs from the new one."""
+    row = pend.row
+    key = (row["window_start"], row["slice_key"], row["slice_value"], row["column_name"], row["reference"])
+    before = previous.get(key)
+    if (
+        drifted is None
+        or before is None
+        or before[0] != row["statistic"]
+        or before[1] == drifted
+        or row["column_type"] != "numeric"  # category counts are exact: no sketch error
+        or pend.ref is None
+    ):
+        return None
+    return before
+
+
+def _band(ctx: RunContext, pend: Pending) -> float:
+    """How far the cell's statistic can move when its KLL sketches are recomputed."""
+    d = ctx.cfg.drift
+    assert pend.ref is not None
+    return stats.sketch_uncertainty(
+        pend.row["statistic"],
+        numeric_summary(pend.ref),
+        numeric_summary(pend.cur),
+        ctx.probs,
+        stats.kll_rank_error(d.sketch_k),
+        d.psi_bins,
+        ref_fixed=pend.row["reference"] == "baseline",
+    )
+
+
+def _keep(row: dict[str, Any], before: tuple[str, bool], band: float) -> bool:
+    # A recomputed KLL sketch differs within its error bound (randomised compaction): a cell that sits
+    # within that bound of the threshold keeps its earlier verdict, so re-runs are idempotent.
+    row["reason"] = (
+        f"verdict of the earlier computation kept: within the sketch error ({band:.4g}) of the threshold"
+    )
+    return before[1]
