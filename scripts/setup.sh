@@ -9,8 +9,10 @@ PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 VENV=.venv
 DELTA_ARTIFACT=io.delta:delta-spark_4.2_2.13:4.4.0
-# Delta's POM drags in slf4j-api 2.0.13 through its kernel modules; Spark's resolver wants the JAR too.
-EXTRA_ARTIFACTS="org.slf4j:slf4j-api:2.0.13"
+# Maven resolves "nearest wins", Spark's Ivy resolver "latest wins": the versions Ivy picks among Delta's
+# dependencies (slf4j-api through the kernel modules, snappy-java through parquet) must be fetched as well,
+# or a fresh machine fails at session start with "download failed".
+EXTRA_ARTIFACTS="org.slf4j:slf4j-api:2.0.13 org.xerial.snappy:snappy-java:1.1.10.7"
 DEP_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -30,7 +32,8 @@ fi
 m2="${MAVEN_REPO:-$HOME/.m2/repository}"
 delta_jar="$m2/io/delta/delta-spark_4.2_2.13/4.4.0/delta-spark_4.2_2.13-4.4.0.jar"
 slf4j_jar="$m2/org/slf4j/slf4j-api/2.0.13/slf4j-api-2.0.13.jar"
-if [ ! -f "$delta_jar" ] || [ ! -f "$slf4j_jar" ]; then
+snappy_jar="$m2/org/xerial/snappy/snappy-java/1.1.10.7/snappy-java-1.1.10.7.jar"
+if [ ! -f "$delta_jar" ] || [ ! -f "$slf4j_jar" ] || [ ! -f "$snappy_jar" ]; then
   command -v mvn >/dev/null 2>&1 || { echo "[setup] Maven (mvn) is required to fetch Delta's JAR" >&2; exit 1; }
   echo "[setup] fetching $DELTA_ARTIFACT into the local Maven repository"
   mvn -q -B "$DEP_PLUGIN:get" -Dartifact="$DELTA_ARTIFACT" -Dtransitive=true

@@ -123,3 +123,21 @@ def test_gx_and_fast_path_agree_per_window(data):
     (row,) = [r for r in rows if r["window_start"] == ws]
     fast = {p.name: p.finalize(row.asDict()) for p in planned}
     _assert_parity(gx_out, fast, checks)
+
+
+def test_gx_releases_its_cache_but_not_the_callers(spark, data):
+    """GX's Spark data source caches the batch; validating window after window must not pile those caches
+    up, while a DataFrame the caller cached stays cached."""
+
+    def cached_rdds() -> int:
+        return spark.sparkContext._jsc.getPersistentRDDs().size()
+
+    data.count()
+    before = cached_rdds()
+    for age in (20, 40):  # two "windows", new plans each time
+        window = data.where(F.col("age") > age)
+        validate_with_gx(window, SUITE)
+        assert not window.storageLevel.useMemory and not window.storageLevel.useDisk
+        assert cached_rdds() == before
+    validate_with_gx(data, SUITE)
+    assert data.storageLevel.useMemory and cached_rdds() == before

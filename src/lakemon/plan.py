@@ -26,11 +26,28 @@ NULL_VALUE = "__null__"
 
 @dataclass(frozen=True)
 class Agg:
-    """One aggregate at the finest grain and how it merges into coarser groups."""
+    """One aggregate at the finest grain and how it merges into coarser groups.
+
+    ``inputs`` are per-row columns the aggregate reads by name, added once before the grouping: sketch
+    aggregates run without code generation, so an argument such as "finite values only" or a hash would
+    otherwise be interpreted once per aggregate, per row and (fanned out) per group.
+    """
 
     name: str
     expr: Column
     merge: Merge = "sum"
+    inputs: tuple[tuple[str, Column], ...] = ()
+
+
+def with_inputs(df: DataFrame, aggs: Sequence[Agg]) -> DataFrame:
+    """``df`` plus the per-row input columns of ``aggs`` (each computed once, in generated code)."""
+    extra: dict[str, Column] = {}
+    for a in aggs:
+        for name, col in a.inputs:
+            extra.setdefault(name, col)
+    if not extra:
+        return df
+    return df.select("*", *[c.alias(n) for n, c in extra.items()])
 
 
 @dataclass(frozen=True)
@@ -152,7 +169,7 @@ def _fan_out(df: DataFrame, grouping: Grouping, aggs: Sequence[Agg], extra_keys:
     """Each row fanned out to its groups (population and one per slice), then ONE aggregation."""
     from pyspark.sql import functions as F
 
-    fanned = df.withColumn("__g", slice_groups(grouping))
+    fanned = with_inputs(df, aggs).withColumn("__g", slice_groups(grouping))
     return fanned.groupBy(
         F.col(grouping.window).alias("window_start"),
         F.col("__g.k").alias("slice_key"),
@@ -169,7 +186,11 @@ def _finest_merged(
     cached: list[DataFrame] | None,
 ) -> DataFrame:
     """ONE aggregation at the finest grain (persisted: it is small), merged up to every slice."""
-    finest = df.groupBy(*grouping.finest, *extra_keys).agg(*[a.expr.alias(a.name) for a in aggs])
+    finest = (
+        with_inputs(df, aggs)
+        .groupBy(*grouping.finest, *extra_keys)
+        .agg(*[a.expr.alias(a.name) for a in aggs])
+    )
     if grouping.slices:
         finest = finest.persist()
         if cached is not None:

@@ -49,22 +49,25 @@ def profile_aggs(columns: ColumnSet, sketch_k: int) -> list[Agg]:
     for i, c in enumerate(columns.all):
         p = col_id(i)
         x = _q(c)
+        hashed = (f"{p}__hash", F.when(x.isNotNull(), F.xxhash64(x)))
         aggs.append(Agg(f"{p}_nn", F.count(x)))
         aggs.append(Agg(f"{p}_nulls", F.count_if(x.isNull())))
-        aggs.append(Agg(f"{p}_hll", _hll(x), "hll"))
+        aggs.append(Agg(f"{p}_hll", F.hll_sketch_agg(_q(hashed[0])), "hll", (hashed,)))
         if c in columns.numeric:
             d = x.cast("double")
-            finite = F.when(~F.isnan(d) & (F.abs(d) != F.lit(float("inf"))), d)
+            fin_name = f"{p}__finite"
+            finite_in = (fin_name, F.when(~F.isnan(d) & (F.abs(d) != F.lit(float("inf"))), d))
+            finite = _q(fin_name)
             aggs += [
                 Agg(f"{p}_nan", F.count_if(F.isnan(d))),
                 Agg(f"{p}_inf", F.count_if(F.abs(d) == F.lit(float("inf")))),
                 Agg(f"{p}_zeros", F.count_if(d == F.lit(0.0))),
-                Agg(f"{p}_fin", F.count(finite)),
-                Agg(f"{p}_sum", F.sum(finite)),
-                Agg(f"{p}_sumsq", F.sum(finite * finite)),
-                Agg(f"{p}_min", F.min(finite), "min"),
-                Agg(f"{p}_max", F.max(finite), "max"),
-                Agg(f"{p}_kll", F.kll_sketch_agg_double(finite, F.lit(int(sketch_k))), "kll"),
+                Agg(f"{p}_fin", F.count(finite), inputs=(finite_in,)),
+                Agg(f"{p}_sum", F.sum(finite), inputs=(finite_in,)),
+                Agg(f"{p}_sumsq", F.sum(finite * finite), inputs=(finite_in,)),
+                Agg(f"{p}_min", F.min(finite), "min", (finite_in,)),
+                Agg(f"{p}_max", F.max(finite), "max", (finite_in,)),
+                Agg(f"{p}_kll", F.kll_sketch_agg_double(finite, F.lit(int(sketch_k))), "kll", (finite_in,)),
             ]
         else:
             length = F.length(x.cast("string"))
@@ -74,12 +77,6 @@ def profile_aggs(columns: ColumnSet, sketch_k: int) -> list[Agg]:
                 Agg(f"{p}_len_max", F.max(length), "max"),
             ]
     return aggs
-
-
-def _hll(x: Column) -> Column:
-    from pyspark.sql import functions as F
-
-    return F.hll_sketch_agg(F.when(x.isNotNull(), F.xxhash64(x)))
 
 
 def category_frequencies(

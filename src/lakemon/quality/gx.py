@@ -111,8 +111,12 @@ def validate_with_gx(
     """Run a suite on a Spark DataFrame through an ephemeral GX context; outcomes in suite order.
 
     The suite is copied, so one loaded suite can be run on many DataFrames. GX runs several Spark
-    jobs per expectation: cache ``df`` (or pass one window) when the suite is long."""
+    jobs per expectation and caches the batch (its Spark data source's default): the cache is released
+    afterwards unless ``df`` was already cached by the caller, so validating window after window does not
+    pile cached DataFrames up in the executors' memory."""
     import great_expectations as gx
+
+    was_cached = df.storageLevel.useMemory or df.storageLevel.useDisk
 
     src = (
         load_suite(suite_path_or_suite)
@@ -139,7 +143,11 @@ def validate_with_gx(
     vd = context.validation_definitions.add(
         gx.ValidationDefinition(name=f"v_{tag}", data=batch_def, suite=suite)
     )
-    res = vd.run(batch_parameters={"dataframe": df}, result_format=result_format)
+    try:
+        res = vd.run(batch_parameters={"dataframe": df}, result_format=result_format)
+    finally:
+        if not was_cached:
+            df.unpersist()
 
     out: list[GxOutcome] = []
     for r in res.results:
