@@ -739,6 +739,8 @@ class Monitor:
                     "slice_value",
                     F.expr("hll_sketch_estimate(items_hll)").alias("items_hll__n"),
                 )
+                # one job per keyed aggregation (a fixed handful, not per column, slice or window), bringing
+                # back windows x slices estimates, never rows
                 for r in kdf.collect():
                     key = (r["window_start"], r["slice_key"], r["slice_value"])
                     if key in results.merged:
