@@ -851,6 +851,10 @@ def _alias(i: int, role: str) -> str:
 
 
 def _non_null_count(cols: Sequence[str], mode: Literal["any", "all"]) -> Column:
+    if len(cols) == 1:
+        # a plain count: cheaper per row than a conditional one, and Spark evaluates identical aggregates
+        # once, so rules on the same column (and the profile's count) share it
+        return F.count(_c(cols[0]))
     cond = F.lit(mode == "all")
     for c in cols:
         cond = (cond & _c(c).isNotNull()) if mode == "all" else (cond | _c(c).isNotNull())
