@@ -68,6 +68,8 @@ log = logging.getLogger("lakemon")
 
 BASELINE_WINDOW = datetime(1970, 1, 1)
 NUMERIC_TYPES = ("double", "float", "int", "bigint", "smallint", "tinyint", "decimal")
+# Up to this many ids (tens of MB on the driver) are broadcast to a join instead of shuffling the big side.
+_BROADCAST_ROWS = 1_000_000
 
 
 @dataclass
@@ -242,6 +244,17 @@ def _labels_frame(cfg: MonitorConfig, labels: DataFrame) -> DataFrame:
     )
 
 
+def _labels_of(cfg: MonitorConfig, labels: DataFrame, rows: DataFrame) -> DataFrame:
+    """The labels whose id occurs in ``rows`` (a broadcast semi-join: ``rows`` must be small)."""
+    from pyspark.sql import functions as F
+
+    assert cfg.labels is not None and cfg.labels.id is not None
+    ids = rows.select(F.col(f"`{cfg.source.id}`").cast("string").alias("__rid")).distinct()
+    return labels.join(
+        F.broadcast(ids), F.col(f"`{cfg.labels.id}`").cast("string") == F.col("__rid"), "left_semi"
+    )
+
+
 class Monitor:
     """One monitor's run against one SparkSession."""
 
@@ -361,7 +374,7 @@ class Monitor:
                 facts, state, self.window, self.as_of, start=cfg.start, backfill=self.backfill
             )
             run_row["labels_watermark"] = labels_watermark
-            info["rows"] = sum(f.row_count for f in facts if f.window_start in set(plan.windows))
+            info["rows"] = run_rows = sum(f.row_count for f in facts if f.window_start in set(plan.windows))
         result.windows = list(plan.windows)
         result.reasons = dict(plan.reasons)
         if not plan.windows:
@@ -399,6 +412,14 @@ class Monitor:
             rows = rows.withColumn(WINDOW, window_start_col(ts, self.window)).where(
                 F.col(WINDOW).isin(list(plan.windows))
             )
+            if (
+                labels is not None
+                and run_rows <= _BROADCAST_ROWS
+                and 4 * run_rows <= sum(f.row_count for f in facts)
+            ):
+                # a run over a small part of the log (the hourly/daily case): keep only the labels of its ids,
+                # by a broadcast semi-join, before labels are grouped per id and joined (no shuffle of all labels)
+                labels_frame = _labels_frame(cfg, _labels_of(cfg, labels, rows))
             slice_values = guard_slice_values(
                 rows, [(s.column, s.max_values) for s in cfg.slices if s.column]
             )
@@ -520,15 +541,19 @@ class Monitor:
             lab = cfg.labels
             prior = self._last_labels_watermark()
             if lab.timestamp:
-                watermark = labels.agg(F.max(F.col(f"`{lab.timestamp}`"))).first()[0]
-                if prior is not None:
+                lts = F.col(f"`{lab.timestamp}`")
+                n_fresh_col = F.count(F.when(lts > F.lit(prior), 1)) if prior is not None else F.lit(0)
+                watermark, n_fresh = labels.agg(F.max(lts), n_fresh_col).first()
+                if prior is not None and n_fresh:
                     fresh = (
-                        labels.where(F.col(f"`{lab.timestamp}`") > F.lit(prior))
+                        labels.where(lts > F.lit(prior))
                         .select(F.col(f"`{lab.id}`").cast("string").alias("__id"))
                         .distinct()
                         .withColumn("__nl", F.lit(1))
                     )
-                    df = df.join(fresh, "__id", "left")
+                    # an hourly run usually sees few new labels: broadcast them rather than shuffle every id
+                    # of the log to meet them
+                    df = df.join(F.broadcast(fresh) if n_fresh <= _BROADCAST_ROWS else fresh, "__id", "left")
                     aggs.append(F.max("__nl").alias("nl"))
                     new_labels_flag = True
             else:
