@@ -542,6 +542,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-scaling", action="store_true", help="no run at --scaling-rows")
     p.add_argument("--skip-multi", action="store_true", help="no many-models part")
     p.add_argument("--naive-days", type=int, default=5, help="days the naive monitor is timed on")
+    p.add_argument("--gx-repeats", type=int, default=3, help="rounds of GX vs lakemon (best of each)")
     p.add_argument("--models", type=int, default=10, help="small monitors in the many-models part")
     a = p.parse_args(argv)
     if a.rows < 1000 or a.days < 2 or a.models < 1:
@@ -555,7 +556,9 @@ def command_line(argv: list[str]) -> str:
     return " ".join(["python", "jobs/benchmark.py", *argv])
 
 
-def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+def run(args: argparse.Namespace, argv: list[str], spark: Any = None) -> dict[str, Any]:
+    """All parts, in ``spark`` when given (left running) or in a session of its own (stopped at the end)."""
+    own_session = spark is None
     temp = args.workdir is None
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="lakemon-bench-")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -584,12 +587,13 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             "extrapolated linearly to all days; numeric profile only (a lower bound for that approach)",
             "multi_ratio": "sum of the small monitors' cold runs / full_s (cold run of the big one)",
             "gx_ratio": "GX one batch on the uncached Delta table / one grouped agg of the same rules; "
-            "each timed twice, alternating, best of each",
+            f"each timed {args.gx_repeats} times, alternating, best of each",
         },
     }
     t_start = time.perf_counter()
-    spark = get_spark("lakemon-bench")
-    spark.sparkContext.setLogLevel("ERROR")
+    if own_session:
+        spark = get_spark("lakemon-bench")
+        spark.sparkContext.setLogLevel("ERROR")
     b = Bench(spark, out, Path(args.out))
     b.sample("session")
     init_mlflow(workdir, demo_config(workdir)["mlflow"]["experiment"])
@@ -627,7 +631,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
 
     b.guard("data", data)
     if not ds:
-        return finish(out, t_start, spark, workdir, temp)
+        return finish(out, t_start, spark if own_session else None, workdir, temp)
     paths = ds["paths"]
     raw = bench_config(workdir, paths, workdir / "main" / "monitoring")
     as_of = START + args.days * DAY
@@ -664,7 +668,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     if args.skip_gx:
         out["gx_skipped"] = True
     else:
-        b.guard("gx", lambda: out.update(measure_gx(spark, workdir, paths, ds["rows"], args.days)))
+        b.guard(
+            "gx",
+            lambda: out.update(measure_gx(spark, workdir, paths, ds["rows"], args.days, args.gx_repeats)),
+        )
 
     if args.skip_naive:
         out["naive_skipped"] = True
@@ -732,10 +739,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "driver_rss_small_mb": mem_small.get("driver_peak_rss_mb"),
         "driver_rss_mb": mem_big.get("driver_peak_rss_mb"),
     }
-    return finish(out, t_start, spark, workdir, temp)
+    return finish(out, t_start, spark if own_session else None, workdir, temp)
 
 
 def finish(out: dict[str, Any], t_start: float, spark: Any, workdir: Path, temp: bool) -> dict[str, Any]:
+    """Peak memory and total time into ``out``; stops ``spark`` when given; removes a temporary workdir."""
     mem = out.get("memory_by_part", [])
     out["driver_peak_rss_mb"] = max(
         (m["driver_peak_rss_mb"] or 0 for m in mem), default=_driver_peak_rss_mb()
@@ -743,7 +751,8 @@ def finish(out: dict[str, Any], t_start: float, spark: Any, workdir: Path, temp:
     out["jvm_peak_rss_mb"] = max((m["jvm_peak_rss_mb"] or 0 for m in mem), default=None)
     out["total_s"] = _r(time.perf_counter() - t_start)
     out["workdir"] = None if temp else str(workdir)
-    spark.stop()
+    if spark is not None:
+        spark.stop()
     if temp:
         shutil.rmtree(workdir, ignore_errors=True)
     return out
@@ -797,13 +806,14 @@ def write_json(path: Path, out: dict[str, Any]) -> None:
     path.write_text(json.dumps(out, indent=2, default=str) + "\n")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, spark: Any = None) -> int:
+    """Run the benchmark (in ``spark`` when given, e.g. by the smoke test), print its table, write its JSON."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("lakemon").setLevel(logging.INFO)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    out = run(args, argv)
+    out = run(args, argv, spark)
     write_json(Path(args.out), out)
     print(table(out))
     print(f"JSON written to {args.out}")

@@ -1,14 +1,14 @@
 """Smoke test of ``jobs/benchmark.py``: every part runs at a tiny size and the JSON has its figures.
 
 Speed targets are the benchmark's business, not this test's: only presence and positivity are checked
-(plus GX/lakemon count parity, which is a correctness property)."""
+(plus GX/lakemon count parity, which is a correctness property). It runs in the suite's Spark session:
+the benchmark's parts are what is tested here, not the start of a JVM (``tests/test_cluster.py`` and the
+fault matrix run the entry points in processes of their own)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -37,12 +37,18 @@ def _positive(x) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and x > 0
 
 
+def _benchmark_module():
+    spec = importlib.util.spec_from_file_location("lakemon_benchmark", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.slow
-def test_benchmark_smoke(tmp_path):
+def test_benchmark_smoke(spark, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    cmd = [
-        sys.executable,
-        str(BENCH),
+    argv = [
         "--rows",
         "20000",
         "--days",
@@ -51,15 +57,16 @@ def test_benchmark_smoke(tmp_path):
         "--skip-multi",  # the suite keeps to one pass of each part (the benchmark itself runs them all)
         "--naive-days",
         "1",
+        "--gx-repeats",
+        "1",
         "--workdir",
         str(tmp_path / "wd"),
         "--out",
         str(out),
     ]
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "floor" in proc.stdout  # the printed table
+    assert _benchmark_module().main(argv, spark=spark) == 0
+    assert "floor" in capsys.readouterr().out  # the printed table
+    assert spark.range(3).count() == 3  # the session it was given is still usable
 
     res = json.loads(out.read_text())
     assert res["errors"] == {}, res["errors"]
