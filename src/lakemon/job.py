@@ -368,8 +368,11 @@ class Monitor:
             run_row["bytes_read"] = io.table_size_bytes(spark, cfg.source.table)
 
         with self.phases.phase("discover") as info:
-            facts, labels_watermark = self._discover(source, labels)
-            state = self._window_state()
+            # the log's scan and the (latency-bound) read of the stored window state overlap
+            discovered, state = io.concurrently(
+                spark, lambda f: f(), [(lambda: self._discover(source, labels),), (self._window_state,)]
+            )
+            facts, labels_watermark = discovered
             plan = plan_windows(
                 facts, state, self.window, self.as_of, start=cfg.start, backfill=self.backfill
             )
@@ -452,9 +455,16 @@ class Monitor:
             results, sketches_df, merged_df = self._aggregate(proj, ctx, planned)
 
         with self.phases.phase("baseline"):
-            self._load_baseline(ctx, results, columns, planned)
-            self._load_previous_windows(ctx, results, plan.windows)
-            self._load_previous_verdicts(results, plan)
+            # independent reads (each fills its own part of ``results``), overlapped: mostly Delta latency
+            io.concurrently(
+                spark,
+                lambda f: f(),
+                [
+                    (lambda: self._load_baseline(ctx, results, columns, planned),),
+                    (lambda: self._load_previous_windows(ctx, results, plan.windows),),
+                    (lambda: self._load_previous_verdicts(results, plan),),
+                ],
+            )
 
         with self.phases.phase("finalize"):
             tables: dict[str, list[dict[str, Any]]] = {}
@@ -808,10 +818,8 @@ class Monitor:
             (F.col("monitor") == cfg.monitor) & (F.col("baseline_id") == baseline_id)
         )
         if stored.limit(1).count() == 0:
-            self._profile_baseline(ctx, columns, baseline_id, definition, version)
-            stored = self.output.read(self.spark, BASELINE_PROFILE).where(
-                (F.col("monitor") == cfg.monitor) & (F.col("baseline_id") == baseline_id)
-            )
+            # the rows just stored, from the run's cached aggregates: no second read of the Delta table
+            stored = self._profile_baseline(ctx, columns, baseline_id, definition, version)
         else:
             log.info("[%s] baseline profile %s reused (no rescan)", cfg.monitor, baseline_id)
         q = with_quantiles(stored.withColumn("window_start", F.lit(BASELINE_WINDOW)), self.probs)
@@ -831,7 +839,8 @@ class Monitor:
 
     def _profile_baseline(
         self, ctx: RunContext, columns: ColumnSet, baseline_id: str, definition: str, version: int | None
-    ) -> None:
+    ) -> DataFrame:
+        """Profile the baseline, append its rows to ``baseline_profile`` and return them."""
         from pyspark.sql import functions as F
         from pyspark.sql.types import StructType
 
@@ -981,6 +990,7 @@ class Monitor:
                 )
             io.append_rows(self.spark, self.output, BASELINE_PROFILE, rows)
             log.info("[%s] baseline profiled and stored as %s", cfg.monitor, baseline_id)
+            return rows
 
     def _project_baseline(
         self, df: DataFrame, labels_frame: DataFrame | None, ctx: RunContext, label_in_table: bool
