@@ -32,8 +32,8 @@ Measured (each part guarded: a failure lands in ``errors`` and the rest still ru
 ``gx_ratio``
     Great Expectations (one batch, the whole table, at most 5,000,000 rows) validating the 21 rules as a
     GX suite, vs lakemon's single ``agg`` of the same rules' ``plan_checks`` aggregates grouped by day,
-    on the same uncached Delta table, each timed twice (alternating) and the best of each kept, as for the
-    floor; ``gx_counts_equal`` compares every unexpected count.
+    on the same uncached Delta table, each timed ``--gx-repeats`` times (alternating) and the best of each
+    kept, as for the floor, right after the floor; ``gx_counts_equal`` compares every unexpected count.
 ``naive_ratio``
     A reference implementation of the usual hand-written monitor (in this file, not the library): one
     Spark job per numeric column, metric (nulls, mean, std, min, max, quantiles) and day. Timed on
@@ -50,6 +50,9 @@ Measured (each part guarded: a failure lands in ``errors`` and the rest still ru
     ``--models`` (default 10) monitors, each over its own tables (predictions, labels and baseline split
     by a hash of the prediction id, so together they hold the same rows), cold runs into one output
     location, vs the cold run of the one big monitor: sum of the small runs' times / ``full_s``.
+``multi_parallel_ratio``
+    The same monitors cold again (into another output location), ``--parallel`` at a time (default: the
+    CLI's), as ``lakemon run --config DIR`` runs a folder: wall time / ``full_s``.
 
 ``driver_peak_rss_mb`` is the Python driver's ``ru_maxrss``; ``jvm_peak_rss_mb`` the JVM's ``VmHWM``
 (local mode: the JVM is driver and executors), both sampled after every part (``memory_by_part``).
@@ -76,10 +79,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from lakemon.cli import DEFAULT_PARALLEL
 from lakemon.config import CheckSpec, parse_config
 from lakemon.demo import demo_config
 from lakemon.demo_data import CATEGORICAL_FEATURES, NUMERIC_FEATURES, generate_demo
-from lakemon.job import RunResult, run_monitor
+from lakemon.job import RunResult, run_monitor, run_monitors
 from lakemon.session import get_spark
 
 log = logging.getLogger("lakemon.bench")
@@ -544,6 +548,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--naive-days", type=int, default=5, help="days the naive monitor is timed on")
     p.add_argument("--gx-repeats", type=int, default=3, help="rounds of GX vs lakemon (best of each)")
     p.add_argument("--models", type=int, default=10, help="small monitors in the many-models part")
+    p.add_argument(
+        "--parallel",
+        type=int,
+        default=DEFAULT_PARALLEL,
+        help="many-models part: also run the monitors N at a time, as `lakemon run --parallel N` (1: skip)",
+    )
     a = p.parse_args(argv)
     if a.rows < 1000 or a.days < 2 or a.models < 1:
         p.error("need --rows >= 1000, --days >= 2, --models >= 1")
@@ -586,6 +596,8 @@ def run(args: argparse.Namespace, argv: list[str], spark: Any = None) -> dict[st
             "naive": "one Spark job per numeric column x metric x day, timed on naive_days_timed days, "
             "extrapolated linearly to all days; numeric profile only (a lower bound for that approach)",
             "multi_ratio": "sum of the small monitors' cold runs / full_s (cold run of the big one)",
+            "multi_parallel_ratio": "wall time of the same small monitors run cold, multi_parallel at a time "
+            "(run_monitors, as `lakemon run --config DIR --parallel N`) / full_s",
             "gx_ratio": "GX one batch on the uncached Delta table / one grouped agg of the same rules; "
             f"each timed {args.gx_repeats} times, alternating, best of each",
         },
@@ -637,6 +649,15 @@ def run(args: argparse.Namespace, argv: list[str], spark: Any = None) -> dict[st
     as_of = START + args.days * DAY
 
     b.guard("floor", lambda: out.update(measure_floor(spark, paths)))
+    # GX next to the floor, in the same state of the JVM (before the full runs fill and churn its heap): both
+    # sides alternate within the measurement, so the order favours neither
+    if args.skip_gx:
+        out["gx_skipped"] = True
+    else:
+        b.guard(
+            "gx",
+            lambda: out.update(measure_gx(spark, workdir, paths, ds["rows"], args.days, args.gx_repeats)),
+        )
 
     def full_cold() -> None:
         dt, res = timed_run(spark, raw, as_of=as_of)
@@ -665,14 +686,6 @@ def run(args: argparse.Namespace, argv: list[str], spark: Any = None) -> dict[st
     out["ratio"] = _ratio(out.get("full_warm_s"), out.get("floor_s"))
     out["ratio_cold"] = _ratio(out.get("full_s"), out.get("floor_s"))
 
-    if args.skip_gx:
-        out["gx_skipped"] = True
-    else:
-        b.guard(
-            "gx",
-            lambda: out.update(measure_gx(spark, workdir, paths, ds["rows"], args.days, args.gx_repeats)),
-        )
-
     if args.skip_naive:
         out["naive_skipped"] = True
     else:
@@ -697,6 +710,24 @@ def run(args: argparse.Namespace, argv: list[str], spark: Any = None) -> dict[st
         out["multi_run_s"] = times
         out["multi_s"] = _r(sum(times))
         out["multi_ratio"] = _ratio(sum(times), out.get("full_s"))
+        if args.parallel > 1:
+            # the same monitors, cold again (own tables), as `lakemon run --config DIR --parallel N` runs them
+            cfgs = [
+                (None, parse_config(raw_p, f"<benchmark {raw_p['monitor']}>"))
+                for raw_p in (
+                    bench_config(workdir, p, workdir / "multi_p" / "monitoring", monitor=f"{MONITOR}_p{i}")
+                    for i, p in enumerate(splits)
+                )
+            ]
+            t0 = time.perf_counter()
+            res = run_monitors(spark, cfgs, parallel=args.parallel, as_of=as_of)
+            dt = time.perf_counter() - t0
+            bad = [r for r in res if isinstance(r, Exception) or r.status != "success"]
+            if bad:
+                raise RuntimeError(f"parallel many-models run: {len(bad)} monitor(s) failed: {bad[0]}")
+            out["multi_parallel"] = args.parallel
+            out["multi_parallel_s"] = _r(dt)
+            out["multi_parallel_ratio"] = _ratio(dt, out.get("full_s"))
 
     if args.skip_multi:
         out["multi_skipped"] = True
@@ -785,6 +816,8 @@ def table(out: dict[str, Any]) -> str:
         f"{'incremental (one new day)':<44} {f('incremental_s', ' s'):>14}   x{f('incremental_ratio')} full warm",
         f"{'many models: ' + str(out.get('multi_models', '-')) + ' small vs 1 big':<44} "
         f"{f('multi_s', ' s'):>14}   x{f('multi_ratio')} full cold",
+        f"{'  the same, ' + str(out.get('multi_parallel', '-')) + ' at a time':<44} "
+        f"{f('multi_parallel_s', ' s'):>14}   x{f('multi_parallel_ratio')} full cold",
         f"{'scaling: rows x' + f('rows_ratio', '', sc):<44} {f('full_small_s', ' s', sc):>14}"
         f" -> {f('full_s', ' s', sc)}   time x{f('time_ratio', '', sc)} (warm x{f('time_ratio_warm', '', sc)})",
         f"{'peak RSS: driver / JVM':<44} {f('driver_peak_rss_mb', ' MB'):>14} / {f('jvm_peak_rss_mb', ' MB')}",

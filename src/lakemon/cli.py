@@ -15,6 +15,7 @@ from lakemon.config import ConfigError, MonitorConfig, config_files, load_config
 
 log = logging.getLogger("lakemon")
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+DEFAULT_PARALLEL = 2  # monitors of a folder run side by side (their fixed costs are partly latency)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -81,7 +82,7 @@ def _record_config_failure(spark: Any, path: Path, err: Exception) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run one monitor, or every monitor config of a folder, in one Spark session."""
-    from lakemon.job import run_monitor
+    from lakemon.job import run_monitors
 
     files = config_files(args.config)
     if not files:
@@ -99,23 +100,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     spark = _spark(args)
     failures = 0
     worst = -1
+    runnable: list[tuple[str | None, MonitorConfig]] = []
     for path, cfg in configs:
         if isinstance(cfg, Exception):
             log.error("%s", cfg)
             _record_config_failure(spark, path, cfg)
             failures += 1
-            continue
-        try:
-            result = run_monitor(
-                spark,
-                cfg,
-                as_of=_ts(args.as_of),
-                start=_ts(args.start),
-                end=_ts(args.end),
-                config_path=str(path),
-            )
-        except Exception as err:
-            log.error("[%s] failed: %s", cfg.monitor, err)
+        else:
+            runnable.append((str(path), cfg))
+    outcomes = run_monitors(
+        spark,
+        runnable,
+        parallel=args.parallel,
+        as_of=_ts(args.as_of),
+        start=_ts(args.start),
+        end=_ts(args.end),
+    )
+    for result in outcomes:
+        if isinstance(result, Exception):
             failures += 1
             continue
         print(_run_line(result))
@@ -223,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--as-of", help="treat this time as now (only windows ending before it are complete)")
     r.add_argument(
         "--fail-on", choices=["warning", "critical"], help="exit 3 when alerts of this severity fire"
+    )
+    r.add_argument(
+        "--parallel",
+        type=int,
+        default=DEFAULT_PARALLEL,
+        help=f"monitors of a folder run side by side in the session (default {DEFAULT_PARALLEL})",
     )
     r.add_argument("--master", help="Spark master when no session exists (default local[*])")
     r.set_defaults(func=cmd_run)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
@@ -34,10 +36,27 @@ class MonitoringTableError(RuntimeError):
 
 
 class ConcurrentRunError(RuntimeError):
-    """Another run of the same monitor committed conflicting writes; this run's results were not written."""
+    """Another run committed conflicting writes (or is running the same monitor); nothing was written."""
 
 
 IO_THREADS = 4  # concurrent Delta transactions on distinct monitoring tables
+
+_TABLE_LOCKS: dict[str, threading.Lock] = {}
+_TABLE_LOCKS_GUARD = threading.Lock()
+
+
+@contextmanager
+def table_lock(location: str) -> Iterator[None]:
+    """Serialize this process's transactions on one monitoring table.
+
+    Monitors run concurrently in one session share the monitoring tables, which are not partitioned: Delta's
+    conflict check would make two of their commits on the same table fail each other and be retried. Taking
+    turns per table inside the process avoids that; other processes are still handled by the conflict retry.
+    """
+    with _TABLE_LOCKS_GUARD:
+        lock = _TABLE_LOCKS.setdefault(location, threading.Lock())
+    with lock:
+        yield
 
 
 def concurrently(
@@ -164,6 +183,10 @@ def ensure_tables(spark: SparkSession, output: Output, tables: Sequence[TableDef
     from pyspark.sql.types import StructType
 
     def one(table: TableDef) -> None:
+        with table_lock(output.location(table)):
+            check_or_create(table)
+
+    def check_or_create(table: TableDef) -> None:
         expected = StructType.fromDDL(table.ddl)
         actual = _schema_if_exists(spark, output, table)
         if actual is not None:
@@ -191,7 +214,7 @@ def ensure_tables(spark: SparkSession, output: Output, tables: Sequence[TableDef
             # the table is now there with the declared schema.
             if _schema_if_exists(spark, output, table) is None:
                 raise
-            ensure_tables(spark, output, (table,))
+            check_or_create(table)
         log.debug("created monitoring table %s", output.location(table))
 
     concurrently(spark, one, [(t,) for t in tables])
@@ -216,18 +239,20 @@ def _schema_if_exists(spark: SparkSession, output: Output, table: TableDef) -> S
         raise
 
 
-def _retry_conflicts(action: Callable[[], T], what: str, attempts: int = 4) -> T:
-    """Retry Delta optimistic-concurrency conflicts a few times, then raise :class:`ConcurrentRunError`."""
+def _retry_conflicts(action: Callable[[], T], what: str, location: str, attempts: int = 4) -> T:
+    """``action`` (one transaction on the table at ``location``) under the table's lock; Delta
+    optimistic-concurrency conflicts (another process) retried a few times, then :class:`ConcurrentRunError`."""
     for attempt in range(1, attempts + 1):
         try:
-            return action()
+            with table_lock(location):
+                return action()
         except Exception as err:
             name = type(err).__name__ + " " + str(err)[:400]
             if "Concurrent" not in name and "DELTA_CONCURRENT" not in name and "conflict" not in name.lower():
                 raise
             if attempt == attempts:
                 raise ConcurrentRunError(
-                    f"{what}: another run of this monitor wrote the same windows at the same time "
+                    f"{what}: another process kept committing to the table at the same time "
                     f"({type(err).__name__}); nothing of this run was written to that table"
                 ) from None
             time.sleep(0.5 * attempt)
@@ -269,7 +294,7 @@ def replace_windows(
         else:
             writer.saveAsTable(output.location(table))
 
-    _retry_conflicts(write, f"writing {table.name}")
+    _retry_conflicts(write, f"writing {table.name}", output.location(table))
 
 
 def append_rows(spark: SparkSession, output: Output, table: TableDef, df: DataFrame) -> None:
@@ -282,7 +307,7 @@ def append_rows(spark: SparkSession, output: Output, table: TableDef, df: DataFr
         else:
             writer.saveAsTable(output.location(table))
 
-    _retry_conflicts(write, f"appending to {table.name}")
+    _retry_conflicts(write, f"appending to {table.name}", output.location(table))
 
 
 def insert_run(spark: SparkSession, output: Output, row: dict) -> None:
@@ -317,4 +342,4 @@ def upsert_run(spark: SparkSession, output: Output, row: dict) -> None:
             .execute()
         )
 
-    _retry_conflicts(merge, "recording the run")
+    _retry_conflicts(merge, "recording the run", loc)

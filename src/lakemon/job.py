@@ -1296,3 +1296,42 @@ def run_monitor(
     """Run one monitor: the windows not yet processed plus changed ones; with ``start``/``end`` a backfill."""
     backfill = (start, end) if (start is not None or end is not None) else None
     return Monitor(spark, cfg, as_of=as_of, backfill=backfill, config_path=config_path, deliver=deliver).run()
+
+
+def run_monitors(
+    spark: SparkSession,
+    configs: Sequence[tuple[str | None, MonitorConfig]],
+    *,
+    parallel: int = 1,
+    as_of: datetime | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    deliver: bool = True,
+) -> list[RunResult | Exception]:
+    """Run many monitors in one session, ``parallel`` at a time; per config its result or its exception.
+
+    A run's fixed cost (Delta log reads and commits, small Spark jobs, driver maths) is mostly latency, so
+    small monitors run side by side fill each other's gaps. Each run keeps its own job group, cached data,
+    tables rows and MLflow run; commits to a shared monitoring table take turns (:func:`io.table_lock`).
+    One monitor's failure is returned (and recorded in ``runs`` by the run itself), never raised.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pyspark import inheritable_thread_target
+
+    def one(path: str | None, cfg: MonitorConfig) -> RunResult | Exception:
+        try:
+            return run_monitor(
+                spark, cfg, as_of=as_of, start=start, end=end, config_path=path, deliver=deliver
+            )
+        except Exception as err:  # recorded by the run; the other monitors go on
+            log.error("[%s] failed: %s", cfg.monitor, err)
+            return err
+
+    if parallel <= 1 or len(configs) <= 1:
+        return [one(path, cfg) for path, cfg in configs]
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="lakemon-monitor") as pool:
+        # wrapped once per run: each wrapper carries its own copy of the local properties, in which the run
+        # sets its job group (one shared copy would give every run the job group set last)
+        futures = [pool.submit(inheritable_thread_target(spark)(one), path, cfg) for path, cfg in configs]
+        return [f.result() for f in futures]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -105,6 +106,10 @@ def _suite_dicts(suite: gx.ExpectationSuite) -> list[dict[str, Any]]:
     ]
 
 
+# GX's data contexts are not documented as thread-safe: monitors run concurrently take turns validating
+_GX_LOCK = threading.Lock()
+
+
 def validate_with_gx(
     df: DataFrame, suite_path_or_suite: str | Path | gx.ExpectationSuite, result_format: str = "SUMMARY"
 ) -> list[GxOutcome]:
@@ -114,7 +119,6 @@ def validate_with_gx(
     jobs per expectation and caches the batch (its Spark data source's default): the cache is released
     afterwards unless ``df`` was already cached by the caller, so validating window after window does not
     pile cached DataFrames up in the executors' memory."""
-    import great_expectations as gx
 
     was_cached = df.storageLevel.useMemory or df.storageLevel.useDisk
 
@@ -126,29 +130,8 @@ def validate_with_gx(
     tag = uuid.uuid4().hex[:8]
     suite = _build_suite(f"{src.name}_{tag}", _suite_dicts(src))
 
-    context = gx.get_context(mode="ephemeral")
-    try:  # no tqdm bars in job logs
-        from great_expectations.data_context.types.base import ProgressBarsConfig
-
-        context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    except Exception:  # pragma: no cover - older/newer GX layouts
-        pass
-    batch_def = (
-        context.data_sources.add_spark(name=f"lakemon_{tag}")
-        .add_dataframe_asset(name="data")
-        .add_batch_definition_whole_dataframe("whole")
-    )
-    suite = context.suites.add(suite)
-    order = {e.id: i for i, e in enumerate(suite.expectations)}
-    vd = context.validation_definitions.add(
-        gx.ValidationDefinition(name=f"v_{tag}", data=batch_def, suite=suite)
-    )
-    try:
-        res = vd.run(batch_parameters={"dataframe": df}, result_format=result_format)
-    finally:
-        if not was_cached:
-            df.unpersist()
-
+    with _GX_LOCK:
+        res, order = _run_suite(df, suite, tag, result_format, was_cached)
     out: list[GxOutcome] = []
     for r in res.results:
         cfg = r.expectation_config
@@ -172,6 +155,36 @@ def validate_with_gx(
             )
         )
     return sorted(out, key=lambda o: o.index)
+
+
+def _run_suite(
+    df: DataFrame, suite: gx.ExpectationSuite, tag: str, result_format: str, was_cached: bool
+) -> tuple[Any, dict[str, int]]:
+    import great_expectations as gx
+
+    context = gx.get_context(mode="ephemeral")
+    try:  # no tqdm bars in job logs
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    except Exception:  # pragma: no cover - older/newer GX layouts
+        pass
+    batch_def = (
+        context.data_sources.add_spark(name=f"lakemon_{tag}")
+        .add_dataframe_asset(name="data")
+        .add_batch_definition_whole_dataframe("whole")
+    )
+    suite = context.suites.add(suite)
+    order = {e.id: i for i, e in enumerate(suite.expectations)}
+    vd = context.validation_definitions.add(
+        gx.ValidationDefinition(name=f"v_{tag}", data=batch_def, suite=suite)
+    )
+    try:
+        res = vd.run(batch_parameters={"dataframe": df}, result_format=result_format)
+    finally:
+        if not was_cached:
+            df.unpersist()
+    return res, order
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -12,12 +12,15 @@ import logging
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Mapping
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 _BAD = re.compile(r"[^A-Za-z0-9_\-. /:]")
+# MLflow's fluent API keeps the tracking URI and experiment process-wide: monitors run concurrently take turns
+_LOCK = threading.Lock()
 
 
 def metric_key(name: str) -> str:
@@ -38,39 +41,40 @@ def log_run(
     """Log a finished monitoring run and return its MLflow run id."""
     import mlflow
 
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-    if (
-        mlflow.get_experiment_by_name(experiment) is None
-        and tracking_uri
-        and tracking_uri.startswith("sqlite:///")
-    ):
-        # keep artifacts next to the sqlite store (MLflow's default is ./mlruns of the working directory)
-        store = os.path.dirname(os.path.abspath(tracking_uri[len("sqlite:///") :]))
-        with contextlib.suppress(Exception):  # created meanwhile by another run
-            mlflow.create_experiment(experiment, artifact_location=f"file://{store}/mlruns")
-    mlflow.set_experiment(experiment)
-    clean_metrics = {
-        metric_key(k): float(v)
-        for k, v in metrics.items()
-        if v is not None and v == v and abs(float(v)) != float("inf")
-    }
-    with mlflow.start_run(run_name=run_name) as run:
-        mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
-        if clean_metrics:
-            mlflow.log_metrics(clean_metrics)
-        mlflow.set_tags(dict(tags))
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, payload in artifacts.items():
-                path = os.path.join(tmp, name)
-                with open(path, "w") as fh:
-                    json.dump(payload, fh, indent=2, default=str, sort_keys=True)
-                mlflow.log_artifact(path)
-        run_id = run.info.run_id
-    if status != "FINISHED":
-        mlflow.MlflowClient().set_terminated(run_id, status=status)
-    log.info("MLflow run %s logged to experiment '%s'", run_id, experiment)
-    return run_id
+    with _LOCK:  # see _LOCK
+        if tracking_uri:
+            mlflow.set_tracking_uri(tracking_uri)
+        if (
+            mlflow.get_experiment_by_name(experiment) is None
+            and tracking_uri
+            and tracking_uri.startswith("sqlite:///")
+        ):
+            # keep artifacts next to the sqlite store (MLflow's default is ./mlruns of the working directory)
+            store = os.path.dirname(os.path.abspath(tracking_uri[len("sqlite:///") :]))
+            with contextlib.suppress(Exception):  # created meanwhile by another run
+                mlflow.create_experiment(experiment, artifact_location=f"file://{store}/mlruns")
+        mlflow.set_experiment(experiment)
+        clean_metrics = {
+            metric_key(k): float(v)
+            for k, v in metrics.items()
+            if v is not None and v == v and abs(float(v)) != float("inf")
+        }
+        with mlflow.start_run(run_name=run_name) as run:
+            mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+            if clean_metrics:
+                mlflow.log_metrics(clean_metrics)
+            mlflow.set_tags(dict(tags))
+            with tempfile.TemporaryDirectory() as tmp:
+                for name, payload in artifacts.items():
+                    path = os.path.join(tmp, name)
+                    with open(path, "w") as fh:
+                        json.dump(payload, fh, indent=2, default=str, sort_keys=True)
+                    mlflow.log_artifact(path)
+            run_id = run.info.run_id
+        if status != "FINISHED":
+            mlflow.MlflowClient().set_terminated(run_id, status=status)
+        log.info("MLflow run %s logged to experiment '%s'", run_id, experiment)
+        return run_id
 
 
 def ui_command(tracking_uri: str | None) -> str:
