@@ -1310,9 +1310,10 @@ def run_monitors(
 ) -> list[RunResult | Exception]:
     """Run many monitors in one session, ``parallel`` at a time; per config its result or its exception.
 
-    A run's fixed cost (Delta log reads and commits, small Spark jobs, driver maths) is mostly latency, so
-    small monitors run side by side fill each other's gaps. Each run keeps its own job group, cached data,
-    tables rows and MLflow run; commits to a shared monitoring table take turns (:func:`io.table_lock`).
+    Part of a run's cost is waiting (Delta log reads and commits, small Spark jobs, driver maths), which runs
+    side by side overlap; on a machine whose cores are already busy the gain is small (README, Figures).
+    Each run keeps its own job group, cached data, table rows and MLflow run; commits to a shared monitoring
+    table take turns (:func:`io.table_lock`).
     One monitor's failure is returned (and recorded in ``runs`` by the run itself), never raised.
     """
     from concurrent.futures import ThreadPoolExecutor
