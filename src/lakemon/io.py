@@ -64,10 +64,10 @@ def concurrently(
 ) -> list[T]:
     """``fn(*args)`` for every ``args`` in ``calls``, in threads; results in order.
 
-    For independent Delta transactions on distinct tables, whose cost is mostly latency (log replay, file
-    listing, the commit). Each thread inherits the caller's Spark local properties (the run's job group:
-    job counts, cancellation) and the session's tags. Every call finishes before the first failure, if
-    any, is raised.
+    For independent work whose cost is mostly latency: Delta transactions on distinct tables (log replay,
+    file listing, the commit), or whole monitor runs. Each call inherits the caller's Spark local properties
+    (the run's job group: job counts, cancellation) in a copy of its own, so a call may set its own job
+    group, and the session's tags. Every call finishes before the first failure, if any, is raised.
     """
     from concurrent.futures import ThreadPoolExecutor, wait
 
@@ -75,9 +75,9 @@ def concurrently(
 
     if len(calls) <= 1 or threads <= 1:
         return [fn(*args) for args in calls]
-    target = inheritable_thread_target(spark)(fn)
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lakemon-io") as pool:
-        futures = [pool.submit(target, *args) for args in calls]
+        # wrapped per call: one wrapper's properties would be one object shared by every thread
+        futures = [pool.submit(inheritable_thread_target(spark)(fn), *args) for args in calls]
         wait(futures)
     return [f.result() for f in futures]
 

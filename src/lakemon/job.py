@@ -1316,9 +1316,6 @@ def run_monitors(
     table take turns (:func:`io.table_lock`).
     One monitor's failure is returned (and recorded in ``runs`` by the run itself), never raised.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from pyspark import inheritable_thread_target
 
     def one(path: str | None, cfg: MonitorConfig) -> RunResult | Exception:
         try:
@@ -1329,10 +1326,5 @@ def run_monitors(
             log.error("[%s] failed: %s", cfg.monitor, err)
             return err
 
-    if parallel <= 1 or len(configs) <= 1:
-        return [one(path, cfg) for path, cfg in configs]
-    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="lakemon-monitor") as pool:
-        # wrapped once per run: each wrapper carries its own copy of the local properties, in which the run
-        # sets its job group (one shared copy would give every run the job group set last)
-        futures = [pool.submit(inheritable_thread_target(spark)(one), path, cfg) for path, cfg in configs]
-        return [f.result() for f in futures]
+    # each run sets its own job group in its own copy of the local properties (see io.concurrently)
+    return io.concurrently(spark, one, configs, threads=parallel)
