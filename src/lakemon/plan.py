@@ -190,7 +190,7 @@ def _finest_merged(
 
     Sketch aggregates run in an object hash aggregate, without code generation, and would drag the scalar
     ones (sums, counts, min, max) along with them: when both kinds are asked for, they are two aggregations
-    of the same rows, joined at the finest grain (1.4x faster at 10M rows than one, measured).
+    of the same rows, joined at the finest grain (at 10M rows, k=200, measured apart: 60 s against 84 s).
     """
     from pyspark.sql import functions as F
 
@@ -201,7 +201,7 @@ def _finest_merged(
     if sketches and scalars:
         by_scalar = rows.groupBy(*keys).agg(*[a.expr.alias(a.name) for a in scalars])
         # the sketch side's keys renamed: both sides come from the same rows (no ambiguous self-join)
-        other = [f"__k{i}" for i in range(len(keys))]
+        other = [f"__sketch_key{i}" for i in range(len(keys))]
         by_sketch = rows.groupBy(*[F.col(f"`{k}`").alias(o) for k, o in zip(keys, other, strict=True)]).agg(
             *[a.expr.alias(a.name) for a in sketches]
         )
