@@ -96,7 +96,7 @@ def read_table(spark: SparkSession, table: str, role: str = "source") -> DataFra
         if is_path(table):
             df = spark.read.format("delta").load(table)
             # resolve the snapshot now: a damaged log fails here, named, not later in the middle of a run
-            spark.sql(f"DESCRIBE DETAIL delta.`{table}`").collect()
+            spark.sql(f"DESCRIBE DETAIL delta.`{table}`").collect()  # one row
             return df
         return spark.read.table(table)
     except Exception as err:  # AnalysisException and friends: not a Delta table, no such path

@@ -618,7 +618,7 @@ class Monitor:
             r["window_start"]: (int(r["row_count"]), r["source_fingerprint"], r["label_fingerprint"])
             for r in df.select(
                 "window_start", "row_count", "source_fingerprint", "label_fingerprint"
-            ).collect()
+            ).collect()  # one row per stored window
         }
 
     def _grouping(self, slice_values: dict[str, list[str]], rows_per_window: float) -> Grouping:
@@ -912,7 +912,7 @@ class Monitor:
             non_binary = [a.name for a in aggs if a.merge not in ("kll", "hll")]
             for row in merged.select(
                 "window_start", "slice_key", "slice_value", *[F.col(f"`{n}`") for n in non_binary]
-            ).collect():
+            ).collect():  # one baseline window x slices aggregate rows
                 d = row.asDict()
                 results.merged[(d.pop("window_start"), d.pop("slice_key"), d.pop("slice_value"))] = d
             hist_pos = hist_neg = None

@@ -70,7 +70,7 @@ def profile_for_suggestions(
                 f"c{i}_values"
             ),
         ]
-    row = df.agg(*aggs).collect()[0].asDict()
+    row = df.agg(*aggs).collect()[0].asDict()  # one aggregated row
     n = int(row["n"])
     cols: dict[str, Any] = {}
     for i, c in enumerate(numeric):

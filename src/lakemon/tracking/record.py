@@ -87,7 +87,7 @@ def refuse_if_concurrent(
     """Refuse to run while an earlier run of the same monitor is still running (clear message)."""
     from pyspark.sql import functions as F
 
-    rows = (
+    rows = (  # other runs of this monitor still marked running: a handful at most
         output.read(spark, RUNS)
         .where((F.col("monitor") == monitor) & (F.col("status") == "running") & (F.col("run_id") != run_id))
         .collect()
@@ -237,7 +237,9 @@ def evaluate_alerts(
     )
     sent = {
         (r["alert_id"], r["window_start"], r["notify"]): r["delivery"]
-        for r in existing.select("alert_id", "window_start", "notify", "delivery").collect()
+        for r in existing.select(
+            "alert_id", "window_start", "notify", "delivery"
+        ).collect()  # alerts x windows
     }
     to_send = [r for r in rows if r.notify != "none" and (r.alert_id, r.window_start, r.notify) not in sent]
     delivery: dict[str, Any] = {}
