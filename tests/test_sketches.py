@@ -56,8 +56,9 @@ def test_wasserstein_and_psi_from_sketches(samples):
 
 
 def test_finest_grain_and_fan_out_aggregations_agree(spark):
-    """Both ways of aggregating per window and slice give the same counts and moments, and sketches
-    within their error of the exact values, for the population and every slice."""
+    """Every way of aggregating per window and slice (finest grain, sketches fanned out, everything in one
+    fan-out pass) gives the same counts and moments, and sketches within their error of the exact values,
+    for the population and every slice."""
     from datetime import datetime, timedelta
 
     from lakemon.plan import WINDOW, ColumnSet, Grouping, SliceDim, aggregate
@@ -79,8 +80,8 @@ def test_finest_grain_and_fan_out_aggregations_agree(spark):
     aggs = profile_aggs(ColumnSet(("x",), ("c",)), K)
     dims = (SliceDim("s0", "__s0"), SliceDim("s1", "__s1"))
 
-    def run(fan_out: bool) -> dict:
-        out = aggregate(df, Grouping(dims, fan_out=fan_out), aggs, cached=[]).select(
+    def run(fan_out: bool, one_pass: bool = False) -> dict:
+        out = aggregate(df, Grouping(dims, fan_out=fan_out, one_pass=one_pass), aggs, cached=[]).select(
             "window_start",
             "slice_key",
             "slice_value",
@@ -93,15 +94,15 @@ def test_finest_grain_and_fan_out_aggregations_agree(spark):
         )
         return {(r[0], r[1], r[2]): r.asDict() for r in out.collect()}
 
-    fan, finest = run(True), run(False)
-    assert fan.keys() == finest.keys()
+    fan, finest, one = run(True), run(False), run(False, one_pass=True)
+    assert fan.keys() == finest.keys() == one.keys()
     assert len(fan) == 3 * (1 + 4 + 3)
     for (ws, key, value), got in finest.items():
         rows = (
             pdf[pdf[WINDOW] == ws] if key is None else pdf[(pdf[WINDOW] == ws) & (pdf[f"__{key}"] == value)]
         )
         x = np.sort(rows["x"].to_numpy())
-        for r in (got, fan[(ws, key, value)]):
+        for r in (got, fan[(ws, key, value)], one[(ws, key, value)]):
             assert r["row_count"] == r["kll_n"] == len(rows)
             assert r["c000_sum"] == pytest.approx(x.sum(), rel=1e-9, abs=1e-6)
             assert r["c000_min"] == x[0]

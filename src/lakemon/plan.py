@@ -66,7 +66,10 @@ class Grouping:
 
     slices: tuple[SliceDim, ...] = ()
     window: str = WINDOW
-    fan_out: bool = False  # aggregate by fanning rows out to their slices instead of via the cross product
+    fan_out: bool = False  # sketches by fanning rows out to their slices instead of via the cross product
+    one_pass: bool = (
+        False  # a small run: every aggregate in ONE fan-out aggregation (no split, join or merge)
+    )
 
     @property
     def finest(self) -> list[str]:
@@ -142,6 +145,9 @@ def aggregate(
     (at 10M rows, k=200, measured apart: 60 s against 84 s for one aggregation): they get a scan of their own,
     joined on the group. They too are computed at the finest grain, or, when its groups hold few rows each
     (``grouping.fan_out``: a large cross product of slice values), by fanning each row out to its groups.
+    A small run (``grouping.one_pass``) fans its rows out to a single aggregation of everything: below a few
+    tens of thousands of rows the second aggregation, the join and the upward merge cost more than they save
+    (1,000 rows: 5.3 s against 8-15 s for the aggregate phase; 33,000 rows: even).
     """
     from pyspark.sql import functions as F
 
@@ -149,6 +155,8 @@ def aggregate(
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ValueError(f"aggregate names must be unique: {sorted(dup)}")
+    if grouping.one_pass:
+        return _fan_out(df, grouping, aggs, extra_keys)
     keys = ["window_start", "slice_key", "slice_value", *extra_keys]
     sketches = [a for a in aggs if a.merge in SKETCH_MERGES]
     scalars = [a for a in aggs if a.merge not in SKETCH_MERGES]
