@@ -66,10 +66,10 @@ class Grouping:
 
     slices: tuple[SliceDim, ...] = ()
     window: str = WINDOW
-    fan_out: bool = False  # sketches by fanning rows out to their slices instead of via the cross product
-    one_pass: bool = (
-        False  # a small run: every aggregate in ONE fan-out aggregation (no split, join or merge)
-    )
+    # sketches and keyed aggregates by fanning rows out to their slices instead of via the cross product
+    fan_out: bool = False
+    # a small run: every aggregate in ONE fan-out aggregation (no split, join or upward merge)
+    one_pass: bool = False
 
     @property
     def finest(self) -> list[str]:
