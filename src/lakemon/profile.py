@@ -8,12 +8,13 @@ windows and drift over any range are computed later without rescanning the log.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from lakemon.plan import OTHER, Agg, ColumnSet, Grouping, merge_upward
+from lakemon.plan import OTHER, Agg, ColumnSet, Grouping, aggregate
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -108,16 +109,16 @@ def category_frequencies(
             )
         ).alias("cv"),
     ).select(*grouping.finest, "cv.column_name", "cv.value")
-    finest = (
-        stacked.where(F.col("value").isNotNull())
-        .groupBy(*grouping.finest, "column_name", "value")
-        .agg(F.count(F.lit(1)).alias("n"))
+    # Counts stay at the finest grain, merged upward, when a run fans its rows out for sketches: that is the
+    # path measured at 1M and 10M rows (fanning counts out is not). A small run (``one_pass``) counts them
+    # in its single fanned-out aggregation.
+    merged = aggregate(
+        stacked.where(F.col("value").isNotNull()),
+        dataclasses.replace(grouping, fan_out=False),
+        [Agg("n", F.count(F.lit(1)))],
+        extra_keys=("column_name", "value"),
+        cached=cached,
     )
-    if grouping.slices:
-        finest = finest.persist()  # small; read once per slice merge
-        if cached is not None:
-            cached.append(finest)
-    merged = merge_upward(finest, grouping, {"n": "sum"}, extra_keys=("column_name", "value"))
     key = ["window_start", "slice_key", "slice_value", "column_name"]
     ranked = merged.withColumn(
         "r", F.row_number().over(Window.partitionBy(*key).orderBy(F.desc("n"), F.col("value")))
