@@ -227,6 +227,9 @@ def test_cluster_run_matches_local_run(spark: Any, tmp_path: Path, monkeypatch: 
                 start_new_session=True,
             )
         cluster.procs.append((proc, submit_log))
+        # the local run of the same config meanwhile, in this process: the cluster's run is mostly start-up
+        # and latency, so the two overlap (about half a minute off the suite)
+        result = run_monitor(spark, parse_config(local), deliver=False)
         try:
             code = proc.wait(timeout=600)
         except subprocess.TimeoutExpired:
@@ -237,7 +240,6 @@ def test_cluster_run_matches_local_run(spark: Any, tmp_path: Path, monkeypatch: 
     finally:
         cluster.stop()
 
-    result = run_monitor(spark, parse_config(local), deliver=False)
     assert result.status == "success" and len(result.windows) == 3
 
     assert_same_results(spark, on_cluster, local)

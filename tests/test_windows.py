@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
-from lakemon.windows import WindowFacts, floor_window, plan_windows
+from lakemon.windows import WindowFacts, floor_window, plan_windows, range_content
 
 DAY = timedelta(days=1)
 D0 = datetime(2026, 10, 1)
@@ -50,3 +50,22 @@ def test_backfill_range_only():
 def test_floor_window_weeks_start_monday():
     assert floor_window(datetime(2026, 11, 26, 15), timedelta(days=7)).weekday() == 0
     assert floor_window(datetime(2026, 11, 26, 15, 7), timedelta(hours=1)) == datetime(2026, 11, 26, 15)
+
+
+def test_range_content_changes_with_the_rows_of_the_range_only():
+    lo, hi = D0 + DAY, D0 + 3 * DAY  # windows 1 and 2
+    base, fresh = range_content(_facts(), lo, hi, DAY)
+    assert not fresh
+    assert range_content(list(reversed(_facts())), lo, hi, DAY)[0] == base  # order does not matter
+    # outside the range: new rows, a new window, new labels -> same digest, not fresh
+    outside = _facts(6, {0: {"row_count": 7}, 3: {"fingerprint": 99, "new_labels": True}})
+    assert range_content(outside, lo, hi, DAY) == (base, False)
+    # inside: late rows, rewritten ids, labels -> another digest; labels since the last run -> fresh
+    for change in ({"row_count": 101}, {"fingerprint": 42}, {"label_fingerprint": 5}):
+        assert range_content(_facts(overrides={2: change}), lo, hi, DAY)[0] != base
+    assert range_content(_facts(overrides={1: {"new_labels": True}}), lo, hi, DAY) == (base, True)
+    # a range not on window bounds is covered by the windows it overlaps; aware bounds are taken as UTC
+    assert range_content(_facts(), lo + timedelta(hours=5), hi - timedelta(hours=1), DAY)[0] == base
+    aware = (lo.replace(tzinfo=UTC), hi.replace(tzinfo=UTC))
+    assert range_content(_facts(), *aware, DAY)[0] == base
+    assert range_content(_facts(), lo, hi + DAY, DAY)[0] != base  # one more window

@@ -59,7 +59,7 @@ from lakemon.tables import (
     WINDOW_STATE,
     TableDef,
 )
-from lakemon.windows import WindowFacts, WindowPlan, plan_windows, window_start_col
+from lakemon.windows import WindowFacts, WindowPlan, plan_windows, range_content, window_start_col
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -287,6 +287,11 @@ class Monitor:
         self.phases = Phases(cfg.monitor, lambda: len(tracker.getJobIdsForGroup(self.run_id)))
         self.probs = np.linspace(0.0, 1.0, cfg.drift.quantile_points)
         self._cached: list[DataFrame] = []
+        # what the run learns before the baseline is loaded: discovery's facts, the labels table's version and
+        # the labels watermark of the last successful run
+        self._facts: dict[datetime, WindowFacts] = {}
+        self._labels_version: int | None = None
+        self._labels_prior: datetime | None = None
 
     # ------------------------------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -306,9 +311,8 @@ class Monitor:
         }
         with self.phases.phase("prepare"):
             io.ensure_tables(self.spark, self.output)
-            tracking_glue.reap_interrupted_runs(self.spark, self.output, self.cfg.monitor)
             io.insert_run(self.spark, self.output, run_row)
-            tracking_glue.refuse_if_concurrent(
+            tracking_glue.settle_running_runs(
                 self.spark, self.output, self.cfg.monitor, self.run_id, self.started_at
             )
         try:
@@ -363,7 +367,7 @@ class Monitor:
                 io.table_version(spark, cfg.source.table) if io.is_path(cfg.source.table) else None
             )
             if labels is not None and cfg.labels is not None and cfg.labels.table is not None:
-                run_row["labels_version"] = io.table_version(spark, cfg.labels.table)
+                run_row["labels_version"] = self._labels_version = io.table_version(spark, cfg.labels.table)
             if cfg.baseline is not None and cfg.baseline.table:
                 io.read_table(spark, cfg.baseline.table, "baseline")  # fail early, named, before any scan
             label_type = None
@@ -554,7 +558,7 @@ class Monitor:
         new_labels_flag = False
         if labels is not None and cfg.labels is not None and cfg.labels.table is not None:
             lab = cfg.labels
-            prior = self._last_labels_watermark()
+            prior = self._labels_prior = self._last_labels_watermark()
             if lab.timestamp:
                 lts = F.col(f"`{lab.timestamp}`")
                 n_fresh_col = F.count(F.when(lts > F.lit(prior), 1)) if prior is not None else F.lit(0)
@@ -824,13 +828,38 @@ class Monitor:
         cfg = self.cfg
         if cfg.baseline is None:
             return
-        table = cfg.baseline.table or cfg.source.table
+        b = cfg.baseline
+        table = b.table or cfg.source.table
         version = io.table_version(self.spark, table) if io.is_path(table) else None
-        definition = json.dumps(self._baseline_definition(columns), sort_keys=True)
-        baseline_id = hashlib.sha256(f"{definition}|{version}".encode()).hexdigest()[:20]
-        stored = self.output.read(self.spark, BASELINE_PROFILE).where(
-            (F.col("monitor") == cfg.monitor) & (F.col("baseline_id") == baseline_id)
-        )
+        described = self._baseline_definition(columns)
+        key: object = version
+        reuse_latest = False
+        if b.range is not None:
+            # A range of the log is keyed by its rows as discovery saw them (the test that re-opens a window),
+            # not by the log's version: that moves with every append, and an hourly run would re-profile the
+            # whole range every hour.
+            described["rows"], fresh_labels = range_content(
+                self._facts.values(), b.range.start, b.range.end, self.window
+            )
+            key = None
+            lab = cfg.labels
+            if lab is not None and lab.table is not None and lab.timestamp is not None:
+                # Timestamped labels carry no per-window fingerprint: the latest profile of these rows stands
+                # until labels newer than the last successful run reach the range (or there is no such run).
+                reuse_latest = not fresh_labels and self._labels_prior is not None
+                # a labels table without a readable version: never reused by key (profiled again)
+                key = f"labels@{self._labels_version if self._labels_version is not None else self.run_id}"
+        definition = json.dumps(described, sort_keys=True)
+        profiles = self.output.read(self.spark, BASELINE_PROFILE).where(F.col("monitor") == cfg.monitor)
+        baseline_id = None
+        if reuse_latest:
+            latest = profiles.where(F.col("definition") == definition).agg(
+                F.max_by("baseline_id", "computed_at")
+            )
+            baseline_id = latest.first()[0]  # one row
+        if baseline_id is None:
+            baseline_id = hashlib.sha256(f"{definition}|{key}".encode()).hexdigest()[:20]
+        stored = profiles.where(F.col("baseline_id") == baseline_id)
         if stored.limit(1).count() == 0:
             # the rows just stored, from the run's cached aggregates: no second read of the Delta table
             stored = self._profile_baseline(ctx, columns, baseline_id, definition, version)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -97,3 +98,25 @@ def plan_windows(
         elif (f.label_fingerprint is not None and prev[2] != f.label_fingerprint) or f.new_labels:
             chosen[ws] = "new_labels"
     return WindowPlan(tuple(sorted(chosen)), chosen, tuple(incomplete))
+
+
+def _naive_utc(ts: datetime) -> datetime:
+    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo is not None else ts
+
+
+def range_content(
+    facts: Iterable[WindowFacts], start: datetime, end: datetime, window: timedelta
+) -> tuple[str, bool]:
+    """A digest of the rows of ``[start, end)`` as discovery saw them, and whether any got new labels.
+
+    The windows overlapping the range cover it, so the digest (of their row counts and id/timestamp/label
+    fingerprints) changes exactly when one of them would be re-opened for late or rewritten rows; the flag
+    says one of them received labels since the last successful run.
+    """
+    lo, hi = floor_window(start, window), _naive_utc(end)
+    covering = sorted((f for f in facts if lo <= f.window_start < hi), key=lambda f: f.window_start)
+    parts = [
+        f"{f.window_start.isoformat()}|{f.row_count}|{f.fingerprint}|{f.label_fingerprint}" for f in covering
+    ]
+    digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+    return digest, any(f.new_labels for f in covering)

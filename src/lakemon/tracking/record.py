@@ -54,19 +54,28 @@ def _alive(owner: str | None) -> bool | None:
     return True
 
 
-def reap_interrupted_runs(
-    spark: SparkSession, output: io.Output, monitor: str, stale_hours: float = 24.0
+def settle_running_runs(
+    spark: SparkSession,
+    output: io.Output,
+    monitor: str,
+    run_id: str,
+    started_at: datetime,
+    stale_hours: float = 24.0,
 ) -> None:
-    """Mark runs left ``running`` by a process that died (killed driver) as failed, saying so."""
+    """Once this run's row is in ``runs``: record the monitor's runs left ``running`` by a process that died
+    (killed driver) as failed, saying so, and refuse to run while an earlier run is still running.
+
+    One read of ``runs`` for both (a monitoring table read is mostly Delta latency, paid by every run).
+    """
     from pyspark.sql import functions as F
 
-    rows = (  # runs rows still marked running: a handful at most
+    rows = (  # other runs of this monitor still marked running: a handful at most
         output.read(spark, RUNS)
-        .where((F.col("monitor") == monitor) & (F.col("status") == "running"))
+        .where((F.col("monitor") == monitor) & (F.col("status") == "running") & (F.col("run_id") != run_id))
         .collect()
     )
     now = datetime.utcnow()
-    for r in rows:  # a handful at most
+    for r in rows:
         alive = _alive(r["owner"])
         stale = (now - r["started_at"]).total_seconds() > stale_hours * 3600
         if alive is False or (alive is None and stale):
@@ -79,21 +88,6 @@ def reap_interrupted_runs(
             )
             io.upsert_run(spark, output, d)
             log.warning("[%s] run %s was interrupted earlier; recorded as failed", monitor, r["run_id"])
-
-
-def refuse_if_concurrent(
-    spark: SparkSession, output: io.Output, monitor: str, run_id: str, started_at: datetime
-) -> None:
-    """Refuse to run while an earlier run of the same monitor is still running (clear message)."""
-    from pyspark.sql import functions as F
-
-    rows = (  # other runs of this monitor still marked running: a handful at most
-        output.read(spark, RUNS)
-        .where((F.col("monitor") == monitor) & (F.col("status") == "running") & (F.col("run_id") != run_id))
-        .collect()
-    )
-    for r in rows:
-        if _alive(r["owner"]) is False:
             continue
         if (r["started_at"], r["run_id"]) < (started_at, run_id):
             msg = (

@@ -1,0 +1,140 @@
+"""A baseline that is a time range of the log is profiled once and re-profiled only when its rows change.
+
+Appending to the log moves its Delta version at every run; the stored profile must survive that (an hourly
+run would otherwise rescan the whole range every hour) and must still be replaced when late rows land in
+the range or late labels reach its predictions.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from builders import START, config, log_frame, read_table
+
+from lakemon.config import parse_config
+from lakemon.job import run_monitor
+
+ROWS, DAYS = 1200, 4
+
+
+def _write(df: Any, path: Path, mode: str = "append") -> None:
+    df.write.format("delta").mode(mode).save(str(path))
+
+
+def _log(spark: Any, rows: int, days: int, start: Any, prefix: str) -> Any:
+    """The builder log without its label column, ids prefixed (unique across appends)."""
+    from pyspark.sql import functions as F
+
+    return (
+        log_frame(spark, rows=rows, days=days, seed=len(prefix), start=start)
+        .withColumn("prediction_id", F.concat(F.lit(prefix), "prediction_id"))
+        .drop("label")
+    )
+
+
+def _labels(log: Any, delay_hours: int, keep: Any = None) -> Any:
+    """Labels of ``log``'s predictions (those where ``keep`` holds), stamped ``delay_hours`` after the last."""
+    from pyspark.sql import functions as F
+
+    rows = log if keep is None else log.where(keep)
+    return rows.select(
+        "prediction_id",
+        (F.rand(7) < F.col("score")).cast("int").alias("label"),
+        (F.lit(START + timedelta(days=30, hours=delay_hours))).cast("timestamp").alias("labeled_at"),
+    )
+
+
+def _profiles(spark: Any, cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """One dict per stored baseline profile: its id, rows of ``num_a`` and labeled predictions."""
+    from pyspark.sql import functions as F
+
+    t = read_table(spark, cfg, "baseline_profile").where(F.col("slice_key").isNull())
+    out = t.groupBy("baseline_id").agg(
+        F.max(F.when(F.col("column_name") == "num_a", F.col("row_count"))).alias("rows"),
+        F.max(
+            F.when(
+                F.col("column_name") == ":performance",
+                F.aggregate("histogram_pos", F.lit(0).cast("bigint"), lambda a, x: a + x)
+                + F.aggregate("histogram_neg", F.lit(0).cast("bigint"), lambda a, x: a + x),
+            )
+        ).alias("labeled"),
+        F.min("computed_at").alias("at"),
+    )
+    return [r.asDict() for r in out.orderBy("at").collect()]  # one row per stored profile
+
+
+@pytest.mark.slow
+def test_range_baseline_is_reused_until_its_rows_or_labels_change(spark, tmp_path, monkeypatch):
+    from pyspark.sql import functions as F
+
+    monkeypatch.chdir(tmp_path)
+    log_path, lab_path = tmp_path / "log", tmp_path / "labels"
+    first = _log(spark, ROWS, DAYS, START, "p")
+    _write(first, log_path, "overwrite")
+    # two thirds of the predictions are labelled at first; day 0 is the baseline range
+    unlabeled = F.regexp_extract("prediction_id", r"(\d+)$", 1).cast("int") % 3 == 0
+    _write(_labels(first, 0, ~unlabeled), lab_path, "overwrite")
+    cfg_dict = config(
+        tmp_path,
+        source={"table": str(log_path)},
+        labels={"table": str(lab_path), "id": "prediction_id", "column": "label", "timestamp": "labeled_at"},
+        drift={"min_samples": 20},
+        performance={"min_labeled": 20},
+    )
+    cfg = parse_config(cfg_dict)
+    day0 = ROWS // DAYS
+
+    def run(days: int) -> dict[str, float]:
+        result = run_monitor(spark, cfg, as_of=START + timedelta(days=days), deliver=False)
+        assert result.status == "success", result.error
+        return result.phase_seconds
+
+    assert "baseline_scan" in run(DAYS)
+    [p1] = _profiles(spark, cfg_dict)
+    assert p1["rows"] == day0
+    assert p1["labeled"] == day0 - day0 // 3
+
+    # late rows inside the range (unlabelled): the range's rows changed -> re-profiled with them
+    late = _log(spark, 30, 1, START, "late")
+    _write(late, log_path)
+    assert "baseline_scan" in run(DAYS)
+    _, p2 = _profiles(spark, cfg_dict)
+    assert p2["baseline_id"] != p1["baseline_id"]
+    assert (p2["rows"], p2["labeled"]) == (day0 + 30, day0 - day0 // 3)
+
+    # late labels for every unlabelled prediction of the range -> re-profiled, all of them labelled
+    in_range = F.col("ts") < F.lit(START + timedelta(days=1))
+    _write(
+        _labels(
+            first.unionByName(late), 2, (unlabeled | F.col("prediction_id").startswith("late")) & in_range
+        ),
+        lab_path,
+    )
+    assert "baseline_scan" in run(DAYS)
+    *_, p3 = _profiles(spark, cfg_dict)
+    assert p3["baseline_id"] not in {p1["baseline_id"], p2["baseline_id"]}
+    assert (p3["rows"], p3["labeled"]) == (day0 + 30, day0 + 30)
+
+    # a new day and its labels: the log's version moves, the range's rows and labels do not -> the latest
+    # profile is reused (the label column's null ratio vs the baseline is 0: every baseline row labelled)
+    new_day = _log(spark, day0, 1, START + timedelta(days=DAYS), "n")
+    _write(new_day, log_path)
+    _write(_labels(new_day, 3), lab_path)
+    phases = run(DAYS + 1)
+    assert "baseline_scan" not in phases and "baseline" in phases
+    assert len(_profiles(spark, cfg_dict)) == 3
+    label_nulls = (
+        read_table(spark, cfg_dict, "drift_metrics")
+        .where(
+            (F.col("window_start") == F.lit(START + timedelta(days=DAYS)))
+            & F.col("slice_key").isNull()
+            & (F.col("column_name") == "label")
+            & (F.col("reference") == "baseline")
+            & (F.col("statistic") == "null_ratio_delta")
+        )
+        .collect()
+    )
+    assert len(label_nulls) == 1 and label_nulls[0]["value"] == pytest.approx(0.0, abs=1e-12)
