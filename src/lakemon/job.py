@@ -386,6 +386,8 @@ class Monitor:
                 facts, state, self.window, self.as_of, start=cfg.start, backfill=self.backfill
             )
             run_row["labels_watermark"] = labels_watermark
+            if self._labels_left_new(facts, state, plan):
+                run_row["labels_watermark"] = self._labels_prior
             info["rows"] = run_rows = sum(f.row_count for f in facts if f.window_start in set(plan.windows))
         result.windows = list(plan.windows)
         result.reasons = dict(plan.reasons)
@@ -598,6 +600,29 @@ class Monitor:
             )
         self._facts = {f.window_start: f for f in facts}
         return facts, watermark
+
+    def _labels_left_new(
+        self,
+        facts: Sequence[WindowFacts],
+        state: dict[datetime, tuple[int, int | None, int | None]],
+        plan: WindowPlan,
+    ) -> bool:
+        """Whether this run leaves labels new since the last successful run unused; the run then keeps that
+        run's labels watermark, so the next run still sees them as new instead of passing them over.
+
+        A backfill computes only its range, not the other windows the labels reached; a run with no window
+        to compute does not profile a baseline range the labels reached.
+        """
+        if not any(f.new_labels for f in facts):
+            return False
+        if self.backfill is not None:
+            normal = plan_windows(facts, state, self.window, self.as_of, start=self.cfg.start)
+            if any(why == "new_labels" and w not in plan.windows for w, why in normal.reasons.items()):
+                return True
+        b = self.cfg.baseline
+        if not plan.windows and b is not None and b.range is not None:
+            return range_content(facts, b.range.start, b.range.end, self.window)[1]
+        return False
 
     def _last_labels_watermark(self) -> datetime | None:
         from pyspark.sql import functions as F
