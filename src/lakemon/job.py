@@ -287,10 +287,10 @@ class Monitor:
         self.phases = Phases(cfg.monitor, lambda: len(tracker.getJobIdsForGroup(self.run_id)))
         self.probs = np.linspace(0.0, 1.0, cfg.drift.quantile_points)
         self._cached: list[DataFrame] = []
-        # what the run learns before the baseline is loaded: discovery's facts, the labels table's version and
-        # the labels watermark of the last successful run
+        # what the run learns before the baseline is loaded: discovery's facts, the Delta versions read (source
+        # and labels tables) and the labels watermark of the last successful run
         self._facts: dict[datetime, WindowFacts] = {}
-        self._labels_version: int | None = None
+        self._versions: dict[str, int | None] = {}
         self._labels_prior: datetime | None = None
 
     # ------------------------------------------------------------------------------------------------
@@ -363,11 +363,13 @@ class Monitor:
             if cfg.labels is not None and cfg.labels.table is not None:
                 labels = io.read_table(spark, cfg.labels.table, "labels")
             validate_source(cfg, source, labels)
-            run_row["source_version"] = (
+            run_row["source_version"] = self._versions[cfg.source.table] = (
                 io.table_version(spark, cfg.source.table) if io.is_path(cfg.source.table) else None
             )
             if labels is not None and cfg.labels is not None and cfg.labels.table is not None:
-                run_row["labels_version"] = self._labels_version = io.table_version(spark, cfg.labels.table)
+                run_row["labels_version"] = self._versions[cfg.labels.table] = io.table_version(
+                    spark, cfg.labels.table
+                )
             if cfg.baseline is not None and cfg.baseline.table:
                 io.read_table(spark, cfg.baseline.table, "baseline")  # fail early, named, before any scan
             label_type = None
@@ -855,7 +857,10 @@ class Monitor:
             return
         b = cfg.baseline
         table = b.table or cfg.source.table
-        version = io.table_version(self.spark, table) if io.is_path(table) else None
+        if table in self._versions:  # the source's, read once by this run
+            version = self._versions[table]
+        else:
+            version = io.table_version(self.spark, table) if io.is_path(table) else None
         described = self._baseline_definition(columns)
         key: object = version
         reuse_latest = False
@@ -873,19 +878,21 @@ class Monitor:
                 # until labels newer than the last successful run reach the range (or there is no such run).
                 reuse_latest = not fresh_labels and self._labels_prior is not None
                 # a labels table without a readable version: never reused by key (profiled again)
-                key = f"labels@{self._labels_version if self._labels_version is not None else self.run_id}"
+                labels_version = self._versions.get(lab.table)
+                key = f"labels@{labels_version if labels_version is not None else self.run_id}"
         definition = json.dumps(described, sort_keys=True)
         profiles = self.output.read(self.spark, BASELINE_PROFILE).where(F.col("monitor") == cfg.monitor)
-        baseline_id = None
+        latest = None
         if reuse_latest:
-            latest = profiles.where(F.col("definition") == definition).agg(
-                F.max_by("baseline_id", "computed_at")
+            latest = (
+                profiles.where(F.col("definition") == definition)
+                .agg(F.max_by("baseline_id", "computed_at"))
+                .first()[0]  # one row
             )
-            baseline_id = latest.first()[0]  # one row
-        if baseline_id is None:
-            baseline_id = hashlib.sha256(f"{definition}|{key}".encode()).hexdigest()[:20]
+        baseline_id = latest or hashlib.sha256(f"{definition}|{key}".encode()).hexdigest()[:20]
         stored = profiles.where(F.col("baseline_id") == baseline_id)
-        if stored.limit(1).count() == 0:
+        # a profile found as the latest exists: no second read to check it
+        if latest is None and stored.limit(1).count() == 0:
             # the rows just stored, from the run's cached aggregates: no second read of the Delta table
             stored = self._profile_baseline(ctx, columns, baseline_id, definition, version)
         else:
