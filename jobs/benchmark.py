@@ -743,6 +743,7 @@ def run(args: argparse.Namespace, argv: list[str], spark: Any = None) -> dict[st
             incremental_s=_r(dt),
             incremental_rows=ds["rows_extra_day"],
             incremental_windows=len(res.windows),
+            incremental_discovery=res.discovery,
             incremental_phases=_phases(res),
             incremental_spark_jobs=res.spark_jobs,
             incremental_ratio=_ratio(dt, out.get("full_warm_s")),

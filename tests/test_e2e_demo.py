@@ -38,8 +38,12 @@ def demo(spark, tmp_path_factory):
     wd = tmp_path_factory.mktemp("demo")
     info = generate_demo(spark, str(wd / "data"), rows=ROWS, days=DAYS, start=START)
     cfg_path = write_demo_config(wd)
-    cfg = parse_config(yaml.safe_load(cfg_path.read_text()), str(cfg_path))
+    raw = yaml.safe_load(cfg_path.read_text())
+    # the demo's log is small: discovery from appended files on anyway, so the re-runs below take that path
+    raw["source"]["incremental_discovery"] = "always"
+    cfg = parse_config(raw, str(cfg_path))
     result = run_monitor(spark, cfg, as_of=AS_OF, deliver=False)
+    assert result.discovery == "scan"  # nothing stored yet
     return {"wd": wd, "info": info, "cfg": cfg, "result": result, "cfg_path": cfg_path}
 
 
@@ -267,7 +271,7 @@ def test_rerun_backfill_and_late_rows(spark, demo):
     cfg = demo["cfg"]
     before = _counts(spark, demo)
     again = run_monitor(spark, cfg, as_of=AS_OF, deliver=False)
-    assert again.status == "success" and again.windows == []
+    assert again.status == "success" and again.windows == [] and again.discovery == "appended"
     assert _counts(spark, demo) == {**before, "runs": before["runs"] + 1}
 
     def alerts_of(days):
@@ -310,6 +314,7 @@ def test_rerun_backfill_and_late_rows(spark, demo):
     late.write.format("delta").mode("append").save(pred_path)
     res = run_monitor(spark, cfg, as_of=AS_OF, deliver=False)
     assert res.windows == [_day(2)] and res.reasons[_day(2)] == "late_rows"
+    assert res.discovery == "appended"  # the late rows' file read, not the whole log
     prof = _table(spark, demo, "profile_metrics").where(
         (F.col("column_name") == ":table") & (F.col("metric") == "row_count") & F.col("slice_key").isNull()
     )

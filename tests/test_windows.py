@@ -69,3 +69,23 @@ def test_range_content_changes_with_the_rows_of_the_range_only():
     aware = (lo.replace(tzinfo=UTC), hi.replace(tzinfo=UTC))
     assert range_content(_facts(), *aware, DAY)[0] == base
     assert range_content(_facts(), lo, hi + DAY, DAY)[0] != base  # one more window
+
+
+def test_merge_appended_adds_counts_and_xors_fingerprints():
+    from lakemon.windows import merge_appended
+
+    d0, d1, d2 = datetime(2026, 1, 1), datetime(2026, 1, 2), datetime(2026, 1, 3)
+    rows = {d0: [11, -7, 2**62], d1: [5], d2: [-(2**63), 3]}
+    fp = {}
+    for ws, hashes in rows.items():
+        x = 0
+        for h in hashes:
+            x ^= h
+        fp[ws] = x
+    # d0 had two rows and gained one; d1 is unchanged; d2 is new
+    stored = {d0: (2, 11 ^ -7), d1: (1, fp[d1])}
+    added = {d0: (1, 2**62), d2: (2, fp[d2])}
+    merged = merge_appended(stored, added)
+    assert merged == {ws: (len(h), fp[ws]) for ws, h in rows.items()}
+    assert all(-(2**63) <= v[1] < 2**63 for v in merged.values())  # still a signed 64-bit value
+    assert merge_appended(stored, {}) == stored

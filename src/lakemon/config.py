@@ -69,6 +69,9 @@ class SourceSpec(_Model):
     class_scores: dict[str, str] | None = None
     features: FeaturesSpec | Literal["infer"] = "infer"
     exclude: tuple[str, ...] = ()
+    # discovery from the files appended since the last run (Delta log) instead of a scan of the whole log:
+    # ``auto`` for sources of at least 256 MB, where the scan costs more than the log reads
+    incremental_discovery: Literal["auto", "always", "never"] = "auto"
 
 
 class LabelsSpec(_Model):

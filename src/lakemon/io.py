@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from lakemon.config import OutputSpec
 from lakemon.tables import ALL_TABLES, TableDef
@@ -82,6 +82,7 @@ def concurrently(
     return [f.result() for f in futures]
 
 
+_GLOB = re.compile(r"[*?\[\]{}]")
 _PATH_LIKE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.\-]*:/|/|\.|~)")
 
 
@@ -116,14 +117,64 @@ def table_version(spark: SparkSession, table: str) -> int | None:
         return None
 
 
-def table_size_bytes(spark: SparkSession, table: str) -> int | None:
-    """Bytes of the table's current snapshot (``DESCRIBE DETAIL``), for the cost recorded per run."""
+def _sql_ref(table: str) -> str:
+    return f"delta.`{table}`" if is_path(table) else table
+
+
+def table_detail(spark: SparkSession, table: str) -> dict[str, Any] | None:
+    """``DESCRIBE DETAIL`` of a Delta table (``sizeInBytes`` for the cost recorded per run, ``partitionColumns``,
+    ``properties``), or None when it cannot be read."""
     try:
-        ref = f"delta.`{table}`" if is_path(table) else table
-        row = spark.sql(f"DESCRIBE DETAIL {ref}").select("sizeInBytes").first()
-        return int(row[0]) if row and row[0] is not None else None
+        row = spark.sql(f"DESCRIBE DETAIL {_sql_ref(table)}").first()  # one row
+        return row.asDict(recursive=True) if row else None
     except Exception:
         return None
+
+
+@dataclass(frozen=True)
+class Appended:
+    """What a Delta table gained between two versions when it only gained files."""
+
+    files: list[str]
+    rows_before: int
+    rows_after: int
+
+
+def appended_files(spark: SparkSession, table: str, since: int, version: int) -> Appended | None:
+    """The data files a Delta table gained from version ``since`` to ``version``, with its row counts at both,
+    when every data file of ``since`` is still part of ``version`` (appends only: no file rewritten or removed
+    by an update, delete, merge, optimize or restore). None otherwise, or when ``since`` can no longer be read
+    (its log was cleaned up).
+
+    Rows deleted through deletion vectors keep their file: the caller compares ``rows_after`` with
+    ``rows_before`` plus the rows of the new files. The file lists and both counts come from the Delta log
+    (file statistics), not from a scan.
+    """
+    ref = _sql_ref(table)
+    try:
+        before = spark.sql(f"SELECT * FROM {ref} VERSION AS OF {int(since)}")
+        after = spark.sql(f"SELECT * FROM {ref} VERSION AS OF {int(version)}")
+        old, new = set(before.inputFiles()), after.inputFiles()
+        if not old.issubset(new) or any(_GLOB.search(f) for f in new):  # paths are read as patterns
+            return None
+        return Appended([f for f in new if f not in old], before.count(), after.count())
+    except Exception as err:  # time travel refused (log or files cleaned up), unreadable version
+        log.info(
+            "appended files of '%s' since version %s unknown: %s",
+            table,
+            since,
+            str(err).splitlines()[0][:200],
+        )
+        return None
+
+
+def read_files(spark: SparkSession, files: Sequence[str], schema: StructType) -> DataFrame:
+    """Some data files of a Delta table (from :func:`appended_files`), read with the table's ``schema``.
+
+    Only for tables without column mapping (their files hold the logical column names) and only for columns
+    that are not partition columns (those live in the log, not in the files): the caller checks both.
+    """
+    return spark.read.schema(schema).parquet(*files)
 
 
 def require_columns(schema: StructType, columns: Iterable[tuple[str, str]], table: str) -> None:
@@ -283,9 +334,14 @@ def replace_windows(
     """Replace the given windows of a monitor in one Delta transaction (idempotent re-runs)."""
     if not window_starts:
         return
-    cols = table.columns
-    predicate = window_predicate(monitor, granularity, window_starts)
-    data = df.select(*cols)
+    replace_where(spark, output, table, df, window_predicate(monitor, granularity, window_starts))
+
+
+def replace_where(
+    spark: SparkSession, output: Output, table: TableDef, df: DataFrame, predicate: str
+) -> None:
+    """Replace the rows matching ``predicate`` by ``df`` in one Delta transaction."""
+    data = df.select(*table.columns)
 
     def write() -> None:
         writer = data.write.format("delta").mode("overwrite").option("replaceWhere", predicate)

@@ -102,6 +102,13 @@ WINDOW_STATE = TableDef(
     f"label_fingerprint BIGINT, {RUN_KEY}",
 )
 
+SOURCE_WINDOWS = TableDef(
+    "source_windows",
+    "monitor STRING NOT NULL, granularity STRING NOT NULL, definition STRING NOT NULL, source_version BIGINT NOT NULL, "
+    f"window_start TIMESTAMP NOT NULL, row_count BIGINT NOT NULL, source_fingerprint BIGINT, {RUN_KEY}",
+    windowed=False,
+)
+
 BASELINE_PROFILE = TableDef(
     "baseline_profile",
     "monitor STRING NOT NULL, baseline_id STRING NOT NULL, definition STRING NOT NULL, source_version BIGINT, "
@@ -132,6 +139,7 @@ ALL_TABLES: tuple[TableDef, ...] = (
     SKETCHES,
     ALERTS,
     WINDOW_STATE,
+    SOURCE_WINDOWS,
     BASELINE_PROFILE,
     RUNS,
 )

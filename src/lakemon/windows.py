@@ -49,6 +49,21 @@ class WindowFacts:
     new_labels: bool
 
 
+def merge_appended(
+    stored: Mapping[datetime, tuple[int, int | None]], added: Mapping[datetime, tuple[int, int | None]]
+) -> dict[datetime, tuple[int, int | None]]:
+    """Per-window ``(row_count, fingerprint)`` of a source that only gained rows since ``stored`` was taken.
+
+    A window's fingerprint is the XOR of its rows' 64-bit hashes, so the hashes of the rows added to a window
+    XOR into it and the counts add; windows only in ``added`` are new ones.
+    """
+    out = dict(stored)
+    for ws, (n, fp) in added.items():
+        n0, fp0 = out.get(ws, (0, None))
+        out[ws] = (n0 + n, fp if fp0 is None else fp0 if fp is None else fp0 ^ fp)
+    return out
+
+
 @dataclass(frozen=True)
 class WindowPlan:
     """The windows a run computes, and why."""

@@ -1,0 +1,89 @@
+"""Discovery from the files appended since the last run: the same windows and facts as a scan of the log.
+
+An hourly run on a big log must not rescan every id and timestamp of the log to learn that one hour was
+appended. A run stores what discovery saw per window (``source_windows``, at the source's Delta version);
+the next run adds the facts of the files appended since, and scans the log again whenever the source did
+more than gain files: a compaction or a rewrite (files removed) or rows deleted through deletion vectors
+(files kept, fewer rows).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from builders import START, config, log_frame, read_table, write_log
+
+from lakemon import io
+from lakemon.config import parse_config
+from lakemon.job import Monitor, run_monitor
+
+DAY = timedelta(days=1)
+
+
+def _append(spark: Any, path: str, rows: int, day: int, prefix: str) -> None:
+    from pyspark.sql import functions as F
+
+    df = log_frame(spark, rows=rows, days=1, seed=len(prefix), start=START + day * DAY)
+    df.withColumn("prediction_id", F.concat(F.lit(prefix), "prediction_id")).write.format("delta").mode(
+        "append"
+    ).save(path)
+
+
+def _state(spark: Any, raw: dict[str, Any]) -> dict[Any, tuple[int, int]]:
+    rows = read_table(spark, raw, "window_state").where("slice_key IS NULL").collect()
+    return {r["window_start"]: (r["row_count"], r["source_fingerprint"]) for r in rows}
+
+
+def _version(spark: Any, path: str) -> int:
+    return int(spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT 1").first()["version"])
+
+
+def test_appended_files_give_the_facts_of_a_scan(spark, tmp_path):
+    info = write_log(spark, tmp_path, rows=600, days=3)
+    path = info["path"]
+    # deletion vectors on: a DELETE then keeps the table's files and marks rows deleted
+    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')")
+    raw = config(tmp_path, source={"incremental_discovery": "always"}, baseline=None, slices=[])
+    cfg = parse_config(raw)
+
+    first = run_monitor(spark, cfg, as_of=info["as_of"], deliver=False)
+    assert first.discovery == "scan" and len(first.windows) == 3  # nothing stored yet
+    stored = read_table(spark, raw, "source_windows").collect()
+    assert {r["source_version"] for r in stored} == {_version(spark, path)}
+    assert sorted(r["window_start"] for r in stored) == info["windows"]
+
+    same = run_monitor(spark, cfg, as_of=info["as_of"], deliver=False)
+    assert same.discovery == "appended" and same.windows == []  # the stored facts as they are
+
+    # a new day, and late rows for day 1, in two appends
+    _append(spark, path, 200, 3, "new")
+    _append(spark, path, 20, 1, "late")
+    grown = run_monitor(spark, cfg, as_of=START + 4 * DAY, deliver=False)
+    assert grown.discovery == "appended"
+    assert grown.reasons == {START + DAY: "late_rows", START + 3 * DAY: "new"}
+    stored = read_table(spark, raw, "source_windows").collect()
+    assert {r["source_version"] for r in stored} == {_version(spark, path)}
+    assert sum(r["row_count"] for r in stored) == 600 + 200 + 20
+
+    # the facts recorded from appended files equal those of a scan of the whole log
+    scan_cfg = parse_config(config(tmp_path, source={"incremental_discovery": "never"}, baseline=None))
+    scanned, _ = Monitor(spark, scan_cfg)._discover(spark.read.format("delta").load(path), None)
+    expected = {f.window_start: (f.row_count, f.fingerprint) for f in scanned}
+    assert len(expected) == 4
+    assert {r["window_start"]: (r["row_count"], r["source_fingerprint"]) for r in stored} == expected
+    assert _state(spark, raw) == expected  # windows 0 and 2 from the first run's scan, 1 and 3 from the files
+
+    # a compaction removes every file: discovery scans again and finds nothing changed
+    spark.sql(f"OPTIMIZE delta.`{path}`")
+    compacted = run_monitor(spark, cfg, as_of=START + 4 * DAY, deliver=False)
+    assert compacted.discovery == "scan" and compacted.windows == []
+
+    # rows deleted through a deletion vector: every file is still there, the counts tell
+    before = _version(spark, path)
+    spark.sql(f"DELETE FROM delta.`{path}` WHERE prediction_id IN ('p1', 'p2')")
+    gained = io.appended_files(spark, path, before, _version(spark, path))
+    assert gained is not None and gained.files == [] and gained.rows_after == gained.rows_before - 2
+    deleted = run_monitor(spark, cfg, as_of=START + 4 * DAY, deliver=False)
+    assert deleted.discovery == "scan" and deleted.reasons == {START: "late_rows"}
+    assert _state(spark, raw)[START][0] == 198
