@@ -93,16 +93,24 @@ def is_path(table: str) -> bool:
 
 def read_table(spark: SparkSession, table: str, role: str = "source") -> DataFrame:
     """Read a Delta table by path or by name; a clear :class:`SourceError` when it does not exist."""
+    return read_table_detail(spark, table, role)[0]
+
+
+def read_table_detail(
+    spark: SparkSession, table: str, role: str = "source"
+) -> tuple[DataFrame, dict[str, Any] | None]:
+    """:func:`read_table` and the table's :func:`table_detail`, read once (for a path it also resolves the
+    snapshot: a damaged log fails here, named, not later in the middle of a run)."""
     try:
         if is_path(table):
             df = spark.read.format("delta").load(table)
-            # resolve the snapshot now: a damaged log fails here, named, not later in the middle of a run
-            spark.sql(f"DESCRIBE DETAIL delta.`{table}`").collect()  # one row
-            return df
-        return spark.read.table(table)
+            row = spark.sql(f"DESCRIBE DETAIL delta.`{table}`").first()  # one row
+            return df, row.asDict(recursive=True) if row else None
+        df = spark.read.table(table)
     except Exception as err:  # AnalysisException and friends: not a Delta table, no such path
         msg = str(err).splitlines()[0][:300]
         raise SourceError(f"{role} table '{table}' cannot be read as a Delta table: {msg}") from None
+    return df, table_detail(spark, table)
 
 
 def table_version(spark: SparkSession, table: str) -> int | None:

@@ -377,7 +377,7 @@ class Monitor:
 
         cfg, spark = self.cfg, self.spark
         with self.phases.phase("read") as info:
-            source = io.read_table(spark, cfg.source.table, "source")
+            source, self._source_detail = io.read_table_detail(spark, cfg.source.table, "source")
             labels = None
             if cfg.labels is not None and cfg.labels.table is not None:
                 labels = io.read_table(spark, cfg.labels.table, "labels")
@@ -395,7 +395,6 @@ class Monitor:
             if cfg.labels is not None:
                 label_type = _type_of((labels if labels is not None else source).schema, cfg.labels.column)
             columns = resolve_columns(cfg, source.schema, label_type)
-            self._source_detail = io.table_detail(spark, cfg.source.table)
             run_row["bytes_read"] = (self._source_detail or {}).get("sizeInBytes")
 
         with self.phases.phase("discover") as info:
@@ -577,8 +576,15 @@ class Monitor:
             prior = self._labels_prior = self._last_labels_watermark()
             if lab.timestamp:
                 lts = F.col(f"`{lab.timestamp}`")
-                n_fresh_col = F.count(F.when(lts > F.lit(prior), 1)) if prior is not None else F.lit(0)
-                watermark, n_fresh = labels.agg(F.max(lts), n_fresh_col).first()
+                if prior is None:
+                    watermark, n_fresh = labels.agg(F.max(lts)).first()[0], 0
+                else:
+                    # only the labels newer than the last run's: Delta skips every file whose newest label is
+                    # older (file statistics), so an unchanged labels table is not read at all
+                    newest, n_fresh = (
+                        labels.where(lts > F.lit(prior)).agg(F.max(lts), F.count(F.lit(1))).first()
+                    )
+                    watermark = newest if n_fresh else prior
                 if prior is not None and n_fresh:
                     fresh = (
                         labels.where(lts > F.lit(prior))
