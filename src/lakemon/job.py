@@ -733,7 +733,16 @@ class Monitor:
             n_added = 0
             if appended.files:
                 rows = self._id_ts_rows(io.read_files(spark, appended.files, source.schema))
-                for r in rows.groupBy(WINDOW).agg(*aggs).collect():  # one row per window the files touch
+                try:  # one row per window the files touch
+                    per_window = rows.groupBy(WINDOW).agg(*aggs).collect()
+                except Exception as err:  # e.g. files of an older column type (type widening): the scan copes
+                    log.info(
+                        "[%s] appended files unreadable as such (%s): discovery scans the log",
+                        cfg.monitor,
+                        str(err).splitlines()[0][:200],
+                    )
+                    return None
+                for r in per_window:
                     n_added += int(r["n"])
                     if r[WINDOW] is not None:
                         added[r[WINDOW]] = (int(r["n"]), int(r["fp"]) if r["fp"] is not None else None)
