@@ -91,19 +91,25 @@ def is_path(table: str) -> bool:
     return bool(_PATH_LIKE.match(table)) or "/" in table
 
 
-def read_table(spark: SparkSession, table: str, role: str = "source") -> DataFrame:
-    """Read a Delta table by path or by name; a clear :class:`SourceError` when it does not exist."""
-    return read_table_detail(spark, table, role)[0]
+def read_table(
+    spark: SparkSession, table: str, role: str = "source", version: int | None = None
+) -> DataFrame:
+    """Read a Delta table by path or by name (a path at ``version`` when given); a clear :class:`SourceError`
+    when it does not exist."""
+    return read_table_detail(spark, table, role, version)[0]
 
 
 def read_table_detail(
-    spark: SparkSession, table: str, role: str = "source"
+    spark: SparkSession, table: str, role: str = "source", version: int | None = None
 ) -> tuple[DataFrame, dict[str, Any] | None]:
     """:func:`read_table` and the table's :func:`table_detail`, read once (for a path it also resolves the
     snapshot: a damaged log fails here, named, not later in the middle of a run)."""
     try:
         if is_path(table):
-            df = spark.read.format("delta").load(table)
+            reader = spark.read.format("delta")
+            if version is not None:  # pinned: every query of the run reads the version it records
+                reader = reader.option("versionAsOf", int(version))
+            df = reader.load(table)
             row = spark.sql(f"DESCRIBE DETAIL delta.`{table}`").first()  # one row
             return df, row.asDict(recursive=True) if row else None
         df = spark.read.table(table)

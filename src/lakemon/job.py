@@ -377,14 +377,18 @@ class Monitor:
 
         cfg, spark = self.cfg, self.spark
         with self.phases.phase("read") as info:
-            source, self._source_detail = io.read_table_detail(spark, cfg.source.table, "source")
+            # the version first, then the log read at it: an append landing in between is the next run's news,
+            # never in this run's rows while missing from the facts it stores (incremental discovery builds on them)
+            run_row["source_version"] = self._versions[cfg.source.table] = (
+                io.table_version(spark, cfg.source.table) if io.is_path(cfg.source.table) else None
+            )
+            source, self._source_detail = io.read_table_detail(
+                spark, cfg.source.table, "source", self._versions[cfg.source.table]
+            )
             labels = None
             if cfg.labels is not None and cfg.labels.table is not None:
                 labels = io.read_table(spark, cfg.labels.table, "labels")
             validate_source(cfg, source, labels)
-            run_row["source_version"] = self._versions[cfg.source.table] = (
-                io.table_version(spark, cfg.source.table) if io.is_path(cfg.source.table) else None
-            )
             if labels is not None and cfg.labels is not None and cfg.labels.table is not None:
                 run_row["labels_version"] = self._versions[cfg.labels.table] = io.table_version(
                     spark, cfg.labels.table
@@ -1125,7 +1129,9 @@ class Monitor:
             if b.table:
                 df = io.read_table(self.spark, b.table, "baseline")
             else:
-                df = io.read_table(self.spark, cfg.source.table, "source")
+                df = io.read_table(
+                    self.spark, cfg.source.table, "source", self._versions.get(cfg.source.table)
+                )
                 ts = F.col(f"`{cfg.source.timestamp}`")
                 df = df.where((ts >= F.lit(b.range.start)) & (ts < F.lit(b.range.end)))  # type: ignore[union-attr]
             present = set(df.columns)
