@@ -87,3 +87,39 @@ def test_appended_files_give_the_facts_of_a_scan(spark, tmp_path):
     deleted = run_monitor(spark, cfg, as_of=START + 4 * DAY, deliver=False)
     assert deleted.discovery == "scan" and deleted.reasons == {START: "late_rows"}
     assert _state(spark, raw)[START][0] == 198
+
+
+def test_labels_table_without_timestamps(spark, tmp_path):
+    """Without ``labels.timestamp`` a label fingerprint per window finds late labels; an id labelled twice
+    counts its prediction once (one label per id, as the run's join takes it)."""
+    from pyspark.sql import functions as F
+
+    log_path, lab_path = str(tmp_path / "log"), str(tmp_path / "labels")
+    log = log_frame(spark, rows=400, days=2)
+    log.drop("label").write.format("delta").save(log_path)
+    day0 = log.where(F.col("ts") < F.lit(START + DAY)).select("prediction_id", "label")
+    twice = day0.where(F.col("prediction_id") == "p1").select(
+        "prediction_id", (1 - F.col("label")).alias("label")
+    )
+    day0.unionByName(twice).write.format("delta").save(lab_path)
+    raw = config(
+        tmp_path,
+        labels={"table": lab_path, "id": "prediction_id", "column": "label"},
+        baseline=None,
+        slices=[],
+    )
+    cfg = parse_config(raw)
+    first = run_monitor(spark, cfg, as_of=START + 2 * DAY, deliver=False)
+    assert first.windows == [START, START + DAY]
+    state = {r["window_start"]: r for r in read_table(spark, raw, "window_state").collect()}
+    assert state[START]["row_count"] == 200 and state[START]["labeled_count"] == 200
+    assert state[START + DAY]["labeled_count"] == 0
+
+    # day 1's labels arrive: only that window is recomputed, found by its label fingerprint
+    log.where(F.col("ts") >= F.lit(START + DAY)).select("prediction_id", "label").write.format("delta").mode(
+        "append"
+    ).save(lab_path)
+    late = run_monitor(spark, cfg, as_of=START + 2 * DAY, deliver=False)
+    assert late.reasons == {START + DAY: "new_labels"}
+    state = {r["window_start"]: r for r in read_table(spark, raw, "window_state").collect()}
+    assert state[START + DAY]["labeled_count"] == 200

@@ -254,11 +254,12 @@ def _labels_frame(cfg: MonitorConfig, labels: DataFrame) -> DataFrame:
         return df.groupBy("__lid").agg(
             F.max_by("__lval", "__lts").alias("__lval"), F.max("__lts").alias("__lts")
         )
+    # no timestamp to order an id's labels: the largest, so the choice does not depend on the files' order
     return (
         labels.select(*cols)
         .where(F.col("__lval").isNotNull())
         .groupBy("__lid")
-        .agg(F.first("__lval").alias("__lval"))
+        .agg(F.max("__lval").alias("__lval"))
     )
 
 
@@ -602,9 +603,15 @@ class Monitor:
                     aggs.append(F.max("__nl").alias("nl"))
                     new_labels_flag = True
             else:
-                lf = labels.select(
-                    F.col(f"`{lab.id}`").cast("string").alias("__id"),
-                    F.col(f"`{lab.column}`").cast("string").alias("__lv"),
+                # one label per id, as the run's join takes it (an id labelled twice must not count its row twice)
+                lf = (
+                    labels.select(
+                        F.col(f"`{lab.id}`").cast("string").alias("__id"),
+                        F.col(f"`{lab.column}`").alias("__lv"),
+                    )
+                    .where(F.col("__lv").isNotNull())
+                    .groupBy("__id")
+                    .agg(F.max("__lv").cast("string").alias("__lv"))
                 )
                 df = df.join(lf, "__id", "left")
                 aggs.append(
