@@ -726,7 +726,7 @@ class Monitor:
         )
         stored_rows = stored_df.select(
             "source_version", "window_start", "row_count", "source_fingerprint"
-        ).collect()
+        ).collect()  # one row per window of the source: what the last run's discovery collected
         versions = {r["source_version"] for r in stored_rows}  # one per monitor: replaced by each run
         if len(versions) != 1 or next(iter(versions)) > version:
             return None
