@@ -109,3 +109,59 @@ def test_finest_grain_and_fan_out_aggregations_agree(spark):
             ranks = np.searchsorted(x, r["q"], side="right") / len(x)
             assert np.abs(ranks - [0.1, 0.5, 0.9]).max() <= 0.01  # KLL k=1000: rank error well below 1%
             assert r["distinct"] == pytest.approx(rows["c"].nunique(), rel=0.03)
+
+
+def test_keyed_aggregation_plans_agree_and_many_keys_fan_out(spark):
+    """A keyed aggregation (a score histogram) gives identical counts and sums whether computed at the finest
+    grain and merged up or fanned out; ``Grouping.for_keys`` picks the fan-out when cells x key values would
+    hold few rows each, and keeps the grouping otherwise."""
+    from datetime import datetime, timedelta
+
+    from lakemon.plan import KEYED_ROWS_PER_GROUP, WINDOW, Agg, Grouping, SliceDim, aggregate
+
+    dims = (SliceDim("s0", "__s0"), SliceDim("s1", "__s1"))
+    grouping = Grouping(dims, rows_per_cell=5_000.0)
+    assert grouping.for_keys(1001).fan_out  # ~5 rows a finest group
+    assert not grouping.for_keys(5_000 // KEYED_ROWS_PER_GROUP).fan_out
+    assert not Grouping(dims).for_keys(1001).fan_out  # rows unknown: unchanged
+    assert Grouping(dims, one_pass=True, rows_per_cell=1.0).for_keys(1001) == Grouping(
+        dims, one_pass=True, rows_per_cell=1.0
+    )
+
+    rng = np.random.default_rng(5)
+    n = 40_000
+    day0 = datetime(2026, 1, 1)
+    pdf = pd.DataFrame(
+        {
+            WINDOW: [day0 + timedelta(days=int(d)) for d in rng.integers(0, 2, n)],
+            "__s0": rng.choice(["a", "b", "c"], n),
+            "__s1": rng.choice(["u", "v"], n),
+            "bin": rng.integers(0, 50, n),
+            "y": rng.integers(0, 2, n),
+            "score": rng.random(n),
+        }
+    )
+    df = spark.createDataFrame(pdf)
+    aggs = [
+        Agg("h_count", F.count(F.lit(1))),
+        Agg("h_pos", F.count_if(F.col("y") == 1)),
+        Agg("h_sum", F.sum("score")),
+    ]
+
+    def run(g: Grouping) -> pd.DataFrame:
+        out = aggregate(df, g, aggs, extra_keys=("bin",), cached=[]).toPandas()
+        return out.sort_values(
+            ["window_start", "slice_key", "slice_value", "bin"], na_position="first"
+        ).reset_index(drop=True)
+
+    finest, fanned = run(Grouping(dims)), run(Grouping(dims, fan_out=True))
+    assert len(finest) == 2 * (1 + 3 + 2) * 50
+    pd.testing.assert_frame_equal(
+        finest[["window_start", "slice_key", "slice_value", "bin", "h_count", "h_pos"]],
+        fanned[["window_start", "slice_key", "slice_value", "bin", "h_count", "h_pos"]],
+    )
+    np.testing.assert_allclose(finest["h_sum"], fanned["h_sum"], rtol=1e-12)
+    pop = pdf.groupby([WINDOW, "bin"]).agg(h_count=("y", "size"), h_pos=("y", "sum")).reset_index()
+    got = finest[finest["slice_key"].isna()]
+    assert got["h_count"].tolist() == pop["h_count"].tolist()
+    assert got["h_pos"].tolist() == pop["h_pos"].tolist()

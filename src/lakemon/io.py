@@ -328,12 +328,18 @@ def _ts_literal(ts: datetime) -> str:
     return f"TIMESTAMP'{ts.strftime('%Y-%m-%d %H:%M:%S')}'"
 
 
+def monitor_predicate(monitor: str, granularity: str) -> str:
+    """The SQL predicate selecting a monitor's rows at one granularity (names quoted as literals)."""
+    mon = monitor.replace("'", "''")
+    gran = granularity.replace("'", "''")
+    return f"monitor = '{mon}' AND granularity = '{gran}'"
+
+
 def window_predicate(monitor: str, granularity: str, window_starts: Iterable[datetime]) -> str:
     """The ``replaceWhere`` predicate selecting a monitor's windows."""
     starts = sorted(set(window_starts))
-    mon = monitor.replace("'", "''")
     in_list = ", ".join(_ts_literal(s) for s in starts)
-    return f"monitor = '{mon}' AND granularity = '{granularity}' AND window_start IN ({in_list})"
+    return f"{monitor_predicate(monitor, granularity)} AND window_start IN ({in_list})"
 
 
 def replace_windows(

@@ -14,7 +14,7 @@ import traceback
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -485,9 +485,12 @@ class Monitor:
                 gx_fast,
             )
             planned = quality.plan(specs, cfg, qschema, WINDOW)
-            proj = self._project(rows, labels_frame, ctx, planned)
-            proj = proj.persist()
-            info["rows"] = proj.count()
+            stored, view = self._project(rows, labels_frame, ctx, planned)
+            stored = stored.persist()
+            self._cached.append(stored)
+            info["rows"] = stored.count()
+            # reads the cached rows; the view's columns and the performance columns are cheap to derive
+            proj = stored.select("*", *view).withColumns(perf.projection(ctx))
             result.rows_read = int(info["rows"])
 
         with self.phases.phase("aggregate"):
@@ -544,7 +547,7 @@ class Monitor:
             written = self._write(ctx, tables, sketches_df, samples_df, facts, plan.windows, results)
             result.rows_written = written
             info["rows"] = sum(written.values())
-        for df in (proj, merged_df, sketches_df, *self._cached):
+        for df in (merged_df, sketches_df, *self._cached):
             df.unpersist()
         self._cached.clear()
 
@@ -804,13 +807,12 @@ class Monitor:
         df = self._source_windows_frame()
         if df is None:
             return
-        mon = self.cfg.monitor.replace("'", "''")
         io.replace_where(
             self.spark,
             self.output,
             SOURCE_WINDOWS,
             df,
-            f"monitor = '{mon}' AND granularity = '{self.cfg.granularity}'",
+            io.monitor_predicate(self.cfg.monitor, self.cfg.granularity),
         )
 
     def _labels_left_new(
@@ -883,6 +885,7 @@ class Monitor:
             tuple(dims),
             fan_out=many and rows_per_window < _SKETCH_ROWS_PER_GROUP * combos,
             one_pass=run_rows <= _ONE_PASS_ROWS,
+            rows_per_cell=rows_per_window / combos,
         )
 
     def _slice_columns(self, df: DataFrame) -> list[Any]:
@@ -910,8 +913,14 @@ class Monitor:
 
     def _project(
         self, rows: DataFrame, labels_frame: DataFrame | None, ctx: RunContext, planned: Sequence[Any]
-    ) -> DataFrame:
-        """The run's rows with only what the aggregations use (plus derived per-row columns)."""
+    ) -> tuple[DataFrame, list[Any]]:
+        """The run's rows with only what the aggregations use: ``(stored, view)``.
+
+        ``stored`` is what the run caches: each column once. ``view`` are the columns computed from it on
+        every read (internal aliases of source columns, the label's null flag, the performance columns):
+        select them over the cached frame (then the performance columns). Caching the projected rows is the
+        costliest step of the phase, so a column the log already holds is not cached twice under two names.
+        """
         from pyspark.sql import functions as F
 
         from lakemon.quality import checks as qc
@@ -930,44 +939,46 @@ class Monitor:
                 label_src = F.col(f"`{cfg.labels.column}`")
         df = qc.add_derived_columns(df, planned)
         cols = [F.col(WINDOW), *self._slice_columns(df)]
-        keep = set()
+        stored: set[str] = set()
         for c in ctx.columns.all:
             if ctx.columns.role(c) == "label":
                 continue
             cols.append(F.col(f"`{c}`"))
-            keep.add(c)
+            stored.add(c)
+        view: list[Any] = []
         if cfg.labels is not None and label_src is not None:
-            if cfg.labels.column in keep:
-                pass
-            else:
-                cols.append(label_src.alias(cfg.labels.column))
             cols.append(label_src.alias(LABEL))
-            cols.append(label_src.isNotNull().alias(LABELED))
+            if cfg.labels.column not in stored:
+                view.append(F.col(LABEL).alias(cfg.labels.column))
+            view.append(F.col(LABEL).isNotNull().alias(LABELED))
         else:
-            cols.append(F.lit(None).cast("string").alias(LABEL))
-            cols.append(F.lit(False).alias(LABELED))
-        cols.append(F.col(f"`{src.id}`").alias(ID))
-        cols.append(F.col(f"`{src.timestamp}`").alias(TS))
-        cols.append(F.col(f"`{src.prediction}`").alias(PRED))
-        if src.score:
-            cols.append(F.col(f"`{src.score}`").cast("double").alias(SCORE))
-        for c in (src.class_scores or {}).values():
-            if c not in keep:
-                cols.append(F.col(f"`{c}`"))
+            view += [F.lit(None).cast("string").alias(LABEL), F.lit(False).alias(LABELED)]
         # quality aggregates reference source columns: carry the ones they need
-        q_aggs = quality.aggs(planned)
         needed = set()
-        for a in q_aggs:
+        for a in quality.aggs(planned):
             for ref in _referenced_columns(df, a.expr):
                 needed.add(ref)
-        already = keep | {WINDOW} | ({cfg.labels.column} if cfg.labels is not None else set())
+        already = stored | {WINDOW} | ({cfg.labels.column} if cfg.labels is not None else set())
         for name in sorted(needed - already):
             if name in df.columns:
                 cols.append(F.col(f"`{name}`"))
-        proj = df.select(*cols)
-        for name, expr in perf.projection(ctx).items():
-            proj = proj.withColumn(name, expr)
-        return proj
+                stored.add(name)
+        for c in (src.class_scores or {}).values():
+            if c not in stored:
+                cols.append(F.col(f"`{c}`"))
+                stored.add(c)
+        internal = [(src.id, ID, None), (src.timestamp, TS, None), (src.prediction, PRED, None)]
+        if src.score:
+            internal.append((src.score, SCORE, "double"))
+        for name, alias, cast in internal:
+            col = F.col(f"`{name}`")
+            if cast:
+                col = col.cast(cast)
+            if name in stored:
+                view.append(col.alias(alias))
+            else:
+                cols.append(col.alias(alias))
+        return df.select(*cols), view
 
     def _aggregate(
         self, proj: DataFrame, ctx: RunContext, planned: Sequence[Any]
@@ -1021,7 +1032,13 @@ class Monitor:
                         .select(*ctx.grouping.finest, ka.explode.alias("__k"))
                         .select(*ctx.grouping.finest, "__k.*")
                     )
-            kdf = aggregate(src, ctx.grouping, list(ka.aggs), extra_keys=ka.keys, cached=self._cached)
+            kdf = aggregate(
+                src,
+                ctx.grouping.for_keys(ka.cardinality),
+                list(ka.aggs),
+                extra_keys=ka.keys,
+                cached=self._cached,
+            )
             if any(a.merge == "hll" for a in ka.aggs):
                 kdf = kdf.select(
                     "window_start",
@@ -1176,6 +1193,9 @@ class Monitor:
                     **ctx.__dict__,
                     "columns": bcols,
                     "has_labels": label_in_baseline or labels_frame is not None,
+                    "grouping": replace(
+                        ctx.grouping, rows_per_cell=None
+                    ),  # the run's rows, not the baseline's
                 }
             )
             proj = self._project_baseline(df, labels_frame, bctx, label_in_baseline).persist()

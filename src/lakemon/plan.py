@@ -10,7 +10,7 @@ result up to each slice (and the whole population) costs nothing next to the sca
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
@@ -22,6 +22,11 @@ SKETCH_MERGES = ("kll", "hll")
 WINDOW = "__window_start"
 OTHER = "__other__"
 NULL_VALUE = "__null__"
+
+# A keyed aggregation fans rows out to their groups when its finest groups (cell x key value) would hold
+# fewer rows than this. Measured at 10M rows, 30 days x 80 slice combinations, score histogram: 1000 bins
+# (~6 rows a finest group) fan-out 5.6 s vs finest and merge 10 s; 100 bins (~44 rows) 2.7 s vs 3.6 s.
+KEYED_ROWS_PER_GROUP = 100
 
 
 @dataclass(frozen=True)
@@ -70,11 +75,26 @@ class Grouping:
     fan_out: bool = False
     # a small run: every aggregate in ONE fan-out aggregation (no split, join or upward merge)
     one_pass: bool = False
+    # rows per finest cell (window x combination of slice values) when known: sizes keyed aggregations
+    rows_per_cell: float | None = None
 
     @property
     def finest(self) -> list[str]:
         """Columns of the finest grain."""
         return [self.window, *[s.column for s in self.slices]]
+
+    def for_keys(self, cardinality: int) -> Grouping:
+        """The grouping of a keyed aggregation whose extra keys take up to ``cardinality`` values a cell.
+
+        Its finest groups are cells x key values: with many key values (a 1000-bin score histogram) they
+        hold a few rows each, the finest aggregation barely reduces the rows and its upward merge fans out
+        almost as many; fanning the rows out directly is then the cheaper plan.
+        """
+        if self.fan_out or self.one_pass or not self.slices or self.rows_per_cell is None:
+            return self
+        if self.rows_per_cell / max(cardinality, 1) < KEYED_ROWS_PER_GROUP:
+            return replace(self, fan_out=True)
+        return self
 
 
 def merge_column(name: str, merge: Merge) -> Column:

@@ -34,6 +34,7 @@ class KeyedAgg:
     keys: tuple[str, ...]
     aggs: tuple[Agg, ...]
     explode: Column | None = None  # optional generator producing the key column(s) from each row
+    cardinality: int = 1  # at most this many key values per window x slice cell (sizes the plan)
 
 
 def _classes(ctx: RunContext) -> list[str]:
@@ -204,6 +205,7 @@ def keyed_aggs(ctx: RunContext) -> list[KeyedAgg]:
                     Agg("h_neg", F.count_if(lab & (F.col(Y) == 0))),
                     Agg("h_sum_score", F.sum(F.when(lab, F.col(SCORE)))),
                 ),
+                cardinality=cfg.performance.histogram_bins + 1,  # and NULL for a NaN score
             )
         ]
     if cfg.problem_type == "multiclass" and ctx.has_labels:
@@ -216,6 +218,7 @@ def keyed_aggs(ctx: RunContext) -> list[KeyedAgg]:
                     F.col(LABEL).cast("string").alias("__true"),
                     F.col(PRED).cast("string").alias("__predicted"),
                 ),
+                cardinality=(len(_classes(ctx)) + 1) ** 2,  # unknown classes: 1, the finest grain
             )
         ]
     if cfg.problem_type == "ranking":
