@@ -916,10 +916,10 @@ class Monitor:
     ) -> tuple[DataFrame, list[Any]]:
         """The run's rows with only what the aggregations use: ``(stored, view)``.
 
-        ``stored`` is what the run caches: each column once. ``view`` are the columns computed from it on
-        every read (internal aliases of source columns, the label's null flag, the performance columns):
-        select them over the cached frame (then the performance columns). Caching the projected rows is the
-        costliest step of the phase, so a column the log already holds is not cached twice under two names.
+        ``stored`` is what the run caches: each column once. ``view`` are the columns derived from it on
+        every read (internal aliases of source columns, the label and its null flag): select them over the
+        cached frame, then the performance columns. Caching the projected rows is the costliest step of the
+        phase, so a column the log already holds is not cached twice under two names.
         """
         from pyspark.sql import functions as F
 
@@ -1193,9 +1193,8 @@ class Monitor:
                     **ctx.__dict__,
                     "columns": bcols,
                     "has_labels": label_in_baseline or labels_frame is not None,
-                    "grouping": replace(
-                        ctx.grouping, rows_per_cell=None
-                    ),  # the run's rows, not the baseline's
+                    # rows per cell are the run's, not the baseline's
+                    "grouping": replace(ctx.grouping, rows_per_cell=None),
                 }
             )
             proj = self._project_baseline(df, labels_frame, bctx, label_in_baseline).persist()
