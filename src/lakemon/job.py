@@ -1220,7 +1220,7 @@ class Monitor:
                     continue
                 kdf = aggregate(
                     proj, bctx.grouping, list(ka.aggs), extra_keys=ka.keys, cached=self._cached
-                ).toPandas()
+                ).toPandas()  # bins x slices of the one baseline window: aggregated, bounded
                 results.keyed["score_hist"] = kdf
                 pop = kdf[kdf["slice_key"].isna()]
                 bins = cfg.performance.histogram_bins
@@ -1400,7 +1400,7 @@ class Monitor:
             & ~F.col("window_start").isin(list(windows))
         )
         out: dict[tuple[str | None, str | None], list[tuple[datetime, float]]] = {}
-        for r in (
+        for r in (  # stored row counts: one per earlier window x slice, never raw rows
             df.select("window_start", "slice_key", "slice_value", "value").orderBy("window_start").collect()
         ):
             out.setdefault((r["slice_key"], r["slice_value"]), []).append(
