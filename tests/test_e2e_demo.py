@@ -91,6 +91,12 @@ def test_run_writes_every_table(spark, demo):
     ):
         assert counts[name] > 0, name
     assert counts["window_state"] == DAYS
+    # a run writes each table's rows in one file (the result frames' partitions are coalesced), not one per
+    # driver or shuffle partition: tables that grow every hour must not fill up with tiny files
+    for t in ALL_TABLES:
+        if t.name != "runs":
+            files = spark.sql(f"DESCRIBE DETAIL delta.`{out.location(t)}`").first()["numFiles"]
+            assert files <= 1, (t.name, files)
     runs = _table(spark, demo, "runs").collect()
     assert [r["status"] for r in runs] == ["success"]
     assert runs[0]["rows_read"] == ROWS and runs[0]["windows"] == DAYS and runs[0]["spark_jobs"] > 0

@@ -50,3 +50,16 @@ def test_threads_inherit_the_job_group_and_create_every_table(spark, tmp_path) -
     io.ensure_tables(spark, out)  # a second time: schemas checked, nothing created twice
     for t in ALL_TABLES:
         assert spark.read.format("delta").load(out.location(t)).columns == list(t.columns)
+
+
+def test_file_count_sizes_writes_by_rows_and_row_size() -> None:
+    from lakemon.io import TARGET_FILE_BYTES, file_count
+    from lakemon.tables import PROFILE_METRICS, SKETCHES
+
+    assert file_count(PROFILE_METRICS, None) == 1
+    assert file_count(PROFILE_METRICS, 0) == 1
+    assert file_count(PROFILE_METRICS, 100_000) == 1  # a month of hourly metrics: one ~25 MB file
+    per_file = TARGET_FILE_BYTES // SKETCHES.row_bytes
+    assert file_count(SKETCHES, per_file) == 1
+    assert file_count(SKETCHES, per_file + 1) == 2
+    assert file_count(SKETCHES, 10 * per_file) == 10

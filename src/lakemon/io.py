@@ -40,6 +40,7 @@ class ConcurrentRunError(RuntimeError):
 
 
 IO_THREADS = 4  # concurrent Delta transactions on distinct monitoring tables
+TARGET_FILE_BYTES = 128 << 20  # data file size a write aims at (Delta's own OPTIMIZE target is 1 GB)
 
 _TABLE_LOCKS: dict[str, threading.Lock] = {}
 _TABLE_LOCKS_GUARD = threading.Lock()
@@ -342,6 +343,16 @@ def window_predicate(monitor: str, granularity: str, window_starts: Iterable[dat
     return f"{monitor_predicate(monitor, granularity)} AND window_start IN ({in_list})"
 
 
+def file_count(table: TableDef, rows: int | None) -> int:
+    """How many data files a write of ``rows`` rows of ``table`` should make: ~128 MB each, at least one.
+
+    Result frames come out of the driver (default parallelism: dozens of partitions on a cluster) or out of a
+    shuffle; written as they are, every run would add that many tiny files to every table, and each later run
+    would list, filter and rewrite them all. ``None`` (unknown, bounded rows) gives one file.
+    """
+    return max(1, -(-max(rows or 0, 0) * table.row_bytes // TARGET_FILE_BYTES))
+
+
 def replace_windows(
     spark: SparkSession,
     output: Output,
@@ -350,18 +361,25 @@ def replace_windows(
     monitor: str,
     granularity: str,
     window_starts: Sequence[datetime],
+    rows: int | None = None,
 ) -> None:
-    """Replace the given windows of a monitor in one Delta transaction (idempotent re-runs)."""
+    """Replace the given windows of a monitor in one Delta transaction (idempotent re-runs); ``rows`` (when
+    known) sizes the files written (:func:`file_count`)."""
     if not window_starts:
         return
-    replace_where(spark, output, table, df, window_predicate(monitor, granularity, window_starts))
+    replace_where(spark, output, table, df, window_predicate(monitor, granularity, window_starts), rows)
 
 
 def replace_where(
-    spark: SparkSession, output: Output, table: TableDef, df: DataFrame, predicate: str
+    spark: SparkSession,
+    output: Output,
+    table: TableDef,
+    df: DataFrame,
+    predicate: str,
+    rows: int | None = None,
 ) -> None:
     """Replace the rows matching ``predicate`` by ``df`` in one Delta transaction."""
-    data = df.select(*table.columns)
+    data = df.select(*table.columns).coalesce(file_count(table, rows))
 
     def write() -> None:
         writer = data.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
@@ -373,11 +391,14 @@ def replace_where(
     _retry_conflicts(write, f"writing {table.name}", output.location(table))
 
 
-def append_rows(spark: SparkSession, output: Output, table: TableDef, df: DataFrame) -> None:
-    """Append rows (no window semantics), e.g. a baseline profile."""
+def append_rows(
+    spark: SparkSession, output: Output, table: TableDef, df: DataFrame, rows: int | None = None
+) -> None:
+    """Append rows (no window semantics), e.g. a baseline profile; ``rows`` sizes the files written."""
+    data = df.select(*table.columns).coalesce(file_count(table, rows))
 
     def write() -> None:
-        writer = df.select(*table.columns).write.format("delta").mode("append")
+        writer = data.write.format("delta").mode("append")
         if output.spec.path is not None:
             writer.save(output.location(table))
         else:

@@ -320,6 +320,7 @@ class Monitor:
 
         sc = self.spark.sparkContext
         sc.setJobGroup(self.run_id, f"lakemon {self.cfg.monitor}", interruptOnCancel=False)
+        tracking_glue.preload(self.cfg)
         result = RunResult(self.run_id, self.cfg.monitor, "running")
         run_row: dict[str, Any] = {
             "run_id": self.run_id,
@@ -1514,7 +1515,9 @@ class Monitor:
         written: dict[str, int] = {}
 
         def put(table: TableDef, df: DataFrame, n: int) -> None:
-            io.replace_windows(spark, self.output, table, df, cfg.monitor, cfg.granularity, windows)
+            io.replace_windows(
+                spark, self.output, table, df, cfg.monitor, cfg.granularity, windows, rows=max(n, 0) or None
+            )
             written[table.name] = n
 
         frames: list[tuple[TableDef, DataFrame, int]] = [(SKETCHES, sketches_df, len(results.cells))]

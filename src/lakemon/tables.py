@@ -19,11 +19,13 @@ RUN_KEY = "run_id STRING NOT NULL, computed_at TIMESTAMP NOT NULL"
 
 @dataclass(frozen=True)
 class TableDef:
-    """A monitoring table: its name, its columns as DDL, and whether its rows are keyed by window."""
+    """A monitoring table: its name, its columns as DDL, whether its rows are keyed by window, and the
+    rough size of a row in a data file (sizes a write's files: a run's rows of a table in one file)."""
 
     name: str
     ddl: str
     windowed: bool = True
+    row_bytes: int = 256
 
     @property
     def columns(self) -> list[str]:
@@ -86,6 +88,7 @@ SKETCHES = TableDef(
     "non_null BIGINT NOT NULL, nulls BIGINT NOT NULL, value_sum DOUBLE, value_sum_sq DOUBLE, "
     "min_value DOUBLE, max_value DOUBLE, kll BINARY, hll BINARY, frequencies MAP<STRING, BIGINT>, "
     f"{RUN_KEY}",
+    row_bytes=8192,  # a KLL sketch is 3 KB at k=200, 12 KB at k=1000
 )
 
 ALERTS = TableDef(
@@ -118,6 +121,7 @@ BASELINE_PROFILE = TableDef(
     "frequencies MAP<STRING, BIGINT>, histogram_pos ARRAY<BIGINT>, histogram_neg ARRAY<BIGINT>, metrics MAP<STRING, DOUBLE>, "
     "computed_at TIMESTAMP NOT NULL",
     windowed=False,
+    row_bytes=8192,
 )
 
 RUNS = TableDef(

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import sys
 import tempfile
 import threading
 from collections.abc import Mapping
@@ -21,6 +22,26 @@ log = logging.getLogger(__name__)
 _BAD = re.compile(r"[^A-Za-z0-9_\-. /:]")
 # MLflow's fluent API keeps the tracking URI and experiment process-wide: monitors run concurrently take turns
 _LOCK = threading.Lock()
+_PRELOADING: list[threading.Thread] = []
+
+
+def preload() -> None:
+    """Import mlflow on a background thread, once per process, while the run's Spark work goes on.
+
+    A fresh process (every ``spark-submit`` run) otherwise spends 1-4 s importing it at the end of the run;
+    the Spark calls of the run mostly wait on the JVM, so the import takes its place there. A failing import
+    is left to :func:`log_run`, where it is reported.
+    """
+    if "mlflow" in sys.modules or _PRELOADING:
+        return
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            import mlflow  # noqa: F401
+
+    thread = threading.Thread(target=load, name="lakemon-mlflow-import", daemon=True)
+    _PRELOADING.append(thread)
+    thread.start()
 
 
 def metric_key(name: str) -> str:

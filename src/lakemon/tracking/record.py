@@ -21,6 +21,7 @@ from lakemon.tables import ALERTS, DRIFT_METRICS, PERFORMANCE_METRICS, QUALITY_R
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+    from lakemon.config import MonitorConfig
     from lakemon.job import Monitor, RunResult
 
 log = logging.getLogger("lakemon")
@@ -326,6 +327,14 @@ def summary(
         "headline": headline,
         "phase_seconds": {k: round(v, 2) for k, v in monitor.phases.seconds.items()},
     }
+
+
+def preload(cfg: MonitorConfig) -> None:
+    """Start importing mlflow in the background when the run will log to it (see ``mlflow_run.preload``)."""
+    from lakemon.tracking.mlflow_run import preload as preload_mlflow
+
+    if cfg.mlflow.enabled:
+        preload_mlflow()
 
 
 def log_success(
