@@ -108,6 +108,8 @@ def test_range_baseline_is_reused_until_its_rows_or_labels_change_and_late_label
         start=(START + timedelta(days=1)).isoformat(),
         drift={"min_samples": 20},
         performance={"min_labeled": 20},
+        # the 3rd and 6th runs compact the tables (the 3rd computes no window): what follows holds on them
+        output={"compact_every": 3},
     )
     cfg = parse_config(cfg_dict)
     day0 = ROWS // DAYS
@@ -167,3 +169,13 @@ def test_range_baseline_is_reused_until_its_rows_or_labels_change_and_late_label
     assert back.status == "success" and back.windows == [day[2]]
     res = run_monitor(spark, cfg, as_of=day[DAYS + 3], deliver=False)
     assert res.windows == [day[1]] and res.reasons[day[1]] == "new_labels"
+
+    runs = read_table(spark, cfg_dict, "runs").orderBy("started_at").collect()
+    assert [r["status"] for r in runs] == ["success"] * 7
+    assert [i for i, r in enumerate(runs, 1) if "compact" in (r["phase_seconds"] or {})] == [3, 6]
+    for table in ("profile_metrics", "sketches", "window_state", "runs"):
+        ops = [
+            r["operation"]
+            for r in spark.sql(f"DESCRIBE HISTORY delta.`{cfg_dict['output']['path']}/{table}`").collect()
+        ]
+        assert ops.count("OPTIMIZE") >= 1, (table, ops)

@@ -63,3 +63,85 @@ def test_file_count_sizes_writes_by_rows_and_row_size() -> None:
     assert file_count(SKETCHES, per_file) == 1
     assert file_count(SKETCHES, per_file + 1) == 2
     assert file_count(SKETCHES, 10 * per_file) == 10
+
+
+def test_compact_merges_the_runs_files_and_keeps_every_row(spark, tmp_path) -> None:
+    """One file per run per table adds up (hourly: thousands a year); compaction merges them, rows intact."""
+    from datetime import datetime, timedelta
+
+    from pyspark.sql import functions as F
+
+    from lakemon.tables import PROFILE_METRICS, RUNS
+
+    out = io.Output(OutputSpec(path=str(tmp_path / "mon")))
+    io.ensure_tables(spark, out, [PROFILE_METRICS, RUNS])
+    loc = out.location(PROFILE_METRICS)
+
+    def files() -> int:
+        return spark.sql(f"DESCRIBE DETAIL delta.`{loc}`").first()["numFiles"]
+
+    day0, key = datetime(2026, 1, 1), "lakemon-test-compact"
+    for i in range(6):  # six hourly runs, each replacing its window (the 3rd twice: a re-run)
+        ws = day0 + timedelta(hours=i if i < 5 else 2)
+        rows = spark.range(10).select(
+            F.lit(key).alias("monitor"),
+            F.lit(ws).alias("window_start"),
+            F.lit(ws + timedelta(hours=1)).alias("window_end"),
+            F.lit("1 hour").alias("granularity"),
+            F.lit(None).cast("string").alias("slice_key"),
+            F.lit(None).cast("string").alias("slice_value"),
+            F.concat(F.lit("c"), F.col("id").cast("string")).alias("column_name"),
+            F.lit("row_count").alias("metric"),
+            F.lit(float(i)).alias("value"),
+            F.lit(f"run{i}").alias("run_id"),
+            F.current_timestamp().alias("computed_at"),
+        )
+        io.replace_windows(spark, out, PROFILE_METRICS, rows, key, "1 hour", [ws], rows=10)
+    before = out.read(spark, PROFILE_METRICS).collect()
+    assert files() == 5  # one per run; the re-run replaced the file of its window
+
+    io.compact(spark, out, [PROFILE_METRICS, RUNS])  # RUNS: an empty table is fine
+    assert files() == 1
+    last = spark.sql(f"DESCRIBE HISTORY delta.`{loc}`").first()
+    assert last["operation"] == "OPTIMIZE"
+    after = out.read(spark, PROFILE_METRICS).collect()
+    assert sorted(map(tuple, after)) == sorted(map(tuple, before))  # same rows, nothing lost or duplicated
+    assert sorted({(r["window_start"], r["value"]) for r in after})[2] == (day0 + timedelta(hours=2), 5.0)
+
+
+def test_conflicts_are_retried_and_a_failed_compaction_after_the_commit_is_not_a_failure() -> None:
+    from lakemon.io import ConcurrentRunError, _retry_conflicts
+
+    calls: list[int] = []
+
+    def conflict_then_ok() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("[DELTA_CONCURRENT_APPEND] Files were added by a concurrent update")
+
+    _retry_conflicts(conflict_then_ok, "writing t", "/tmp/t-retry")
+    assert len(calls) == 2
+
+    def always_conflicts() -> None:
+        raise RuntimeError("[DELTA_CONCURRENT_DELETE_READ] a concurrent update deleted a file read")
+
+    with pytest.raises(ConcurrentRunError, match="writing t: another process kept committing"):
+        _retry_conflicts(always_conflicts, "writing t", "/tmp/t-retry", attempts=2)
+
+    hook: list[int] = []
+
+    def committed_but_hook_failed() -> None:
+        hook.append(1)
+        raise RuntimeError(
+            "[DELTA_POST_COMMIT_HOOK_FAILED] Committing to the Delta table version 7 succeeded but error while "
+            "executing post-commit hook Auto Compact: [DELTA_CONCURRENT_DELETE_READ] ..."
+        )
+
+    _retry_conflicts(committed_but_hook_failed, "writing t", "/tmp/t-retry")  # no error, no second commit
+    assert hook == [1]
+
+    def other_error() -> None:
+        raise ValueError("[DELTA_MISSING_COLUMN] no such column")
+
+    with pytest.raises(ValueError, match="DELTA_MISSING_COLUMN"):
+        _retry_conflicts(other_error, "writing t", "/tmp/t-retry")

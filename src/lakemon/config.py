@@ -144,6 +144,8 @@ class OutputSpec(_Model):
     path: str | None = None
     catalog: str | None = None
     schema_: str | None = Field(default=None, alias="schema")
+    # every n-th run of a monitor compacts the tables' small files (one per table per run); 0: never
+    compact_every: int = Field(default=50, ge=0)
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 

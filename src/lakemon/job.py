@@ -333,12 +333,15 @@ class Monitor:
         with self.phases.phase("prepare"):
             io.ensure_tables(self.spark, self.output)
             io.insert_run(self.spark, self.output, run_row)
-            tracking_glue.settle_running_runs(
+            runs = tracking_glue.settle_running_runs(
                 self.spark, self.output, self.cfg.monitor, self.run_id, self.started_at
             )
+        every = self.cfg.output.compact_every
         try:
             self._run(result, run_row)
             result.status = "success"
+            if every and runs % every == 0:
+                self._compact()
         except Exception as err:
             result.status = "failed"
             result.error = f"{type(err).__name__}: {err}"
@@ -370,6 +373,17 @@ class Monitor:
                 tracking_glue.log_failed_run(self, result)
             sc.setJobGroup("", "")
         return result
+
+    def _compact(self) -> None:
+        """Compact the monitoring tables' small files (every ``output.compact_every`` runs of the monitor).
+
+        The run's results are committed by then: a failure here is logged, not the run's failure.
+        """
+        with self.phases.phase("compact"):
+            try:
+                io.compact(self.spark, self.output)
+            except Exception as err:
+                log.warning("[%s] compacting the monitoring tables failed: %s", self.cfg.monitor, err)
 
     # ------------------------------------------------------------------------------------------------
     def _run(self, result: RunResult, run_row: dict[str, Any]) -> None:

@@ -62,19 +62,27 @@ def settle_running_runs(
     run_id: str,
     started_at: datetime,
     stale_hours: float = 24.0,
-) -> None:
+) -> int:
     """Once this run's row is in ``runs``: record the monitor's runs left ``running`` by a process that died
     (killed driver) as failed, saying so, and refuse to run while an earlier run is still running.
 
-    One read of ``runs`` for both (a monitoring table read is mostly Delta latency, paid by every run).
+    One read of ``runs`` for both (a monitoring table read is mostly Delta latency, paid by every run), which
+    also counts the monitor's runs so far, this one included (returned: it paces the tables' compaction).
     """
     from pyspark.sql import functions as F
 
-    rows = (  # other runs of this monitor still marked running: a handful at most
+    others_running = (F.col("status") == "running") & (F.col("run_id") != run_id)
+    found = (
         output.read(spark, RUNS)
-        .where((F.col("monitor") == monitor) & (F.col("status") == "running") & (F.col("run_id") != run_id))
-        .collect()
+        .where(F.col("monitor") == monitor)
+        .agg(
+            F.count(F.lit(1)).alias("runs"),
+            # other runs of this monitor still marked running: a handful at most
+            F.collect_list(F.when(others_running, F.struct(*RUNS.columns))).alias("running"),
+        )
+        .first()
     )
+    runs, rows = (int(found["runs"]), list(found["running"])) if found is not None else (0, [])
     now = datetime.utcnow()
     for r in rows:
         alive = _alive(r["owner"])
@@ -108,6 +116,7 @@ def settle_running_runs(
                 },
             )
             raise io.ConcurrentRunError(msg)
+    return runs
 
 
 # ---------------------------------------------------------------------------------------------------
