@@ -109,7 +109,7 @@ def test_compact_merges_the_runs_files_and_keeps_every_row(spark, tmp_path) -> N
     assert sorted({(r["window_start"], r["value"]) for r in after})[2] == (day0 + timedelta(hours=2), 5.0)
 
 
-def test_conflicts_are_retried_and_a_failed_compaction_after_the_commit_is_not_a_failure() -> None:
+def test_conflicts_are_retried_and_a_failed_hook_after_the_commit_is_not_a_failure() -> None:
     from lakemon.io import ConcurrentRunError, _retry_conflicts
 
     calls: list[int] = []
@@ -134,7 +134,7 @@ def test_conflicts_are_retried_and_a_failed_compaction_after_the_commit_is_not_a
         hook.append(1)
         raise RuntimeError(
             "[DELTA_POST_COMMIT_HOOK_FAILED] Committing to the Delta table version 7 succeeded but error while "
-            "executing post-commit hook Auto Compact: [DELTA_CONCURRENT_DELETE_READ] ..."
+            "executing post-commit hook Checkpoint Hook: [DELTA_CONCURRENT_WRITE] ..."
         )
 
     _retry_conflicts(committed_but_hook_failed, "writing t", "/tmp/t-retry")  # no error, no second commit

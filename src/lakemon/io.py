@@ -309,8 +309,8 @@ def _retry_conflicts(action: Callable[[], None], what: str, location: str, attem
     """``action`` (one transaction on the table at ``location``) under the table's lock; Delta
     optimistic-concurrency conflicts (another process) retried a few times, then :class:`ConcurrentRunError`.
 
-    A failed post-commit hook (the table's auto compaction losing to another writer) comes after the commit
-    landed: the write is done, the compaction is tried again after a later commit.
+    A failed post-commit hook (Delta's error ``DELTA_POST_COMMIT_HOOK_FAILED``, e.g. a checkpoint that could
+    not be written) comes after the commit landed: the write is done and is not repeated.
     """
     for attempt in range(1, attempts + 1):
         try:
@@ -319,9 +319,7 @@ def _retry_conflicts(action: Callable[[], None], what: str, location: str, attem
                 return
         except Exception as err:
             if "DELTA_POST_COMMIT_HOOK_FAILED" in str(err):
-                log.warning(
-                    "%s: committed; a post-commit hook (auto compaction) failed: %s", what, str(err)[:400]
-                )
+                log.warning("%s: committed; a post-commit hook failed: %s", what, str(err)[:400])
                 return
             name = type(err).__name__ + " " + str(err)[:400]
             if "Concurrent" not in name and "DELTA_CONCURRENT" not in name and "conflict" not in name.lower():
