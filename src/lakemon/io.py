@@ -228,6 +228,15 @@ class Output:
         loc = self.location(table)
         return f"delta.`{loc}`" if self.spec.path is not None else loc
 
+    def delta_table(self, spark: SparkSession, table: TableDef) -> Any:
+        """The monitoring table as a ``delta.tables.DeltaTable`` (for MERGE and OPTIMIZE)."""
+        from delta.tables import DeltaTable
+
+        loc = self.location(table)
+        return (
+            DeltaTable.forPath(spark, loc) if self.spec.path is not None else DeltaTable.forName(spark, loc)
+        )
+
     def read(self, spark: SparkSession, table: TableDef) -> DataFrame:
         """Read a monitoring table."""
         loc = self.location(table)
@@ -424,20 +433,12 @@ def compact(spark: SparkSession, output: Output, tables: Sequence[TableDef] = AL
     fresh driver: ~1.5 s a run here); the job calls this every ``output.compact_every`` runs instead.
     Rows are untouched (same data, fewer files); a conflict with another writer is retried.
     """
-    from delta.tables import DeltaTable
 
     def one(table: TableDef) -> None:
-        loc = output.location(table)
-
         def optimize() -> None:
-            dt = (
-                DeltaTable.forPath(spark, loc)
-                if output.spec.path is not None
-                else DeltaTable.forName(spark, loc)
-            )
-            dt.optimize().executeCompaction()
+            output.delta_table(spark, table).optimize().executeCompaction()
 
-        _retry_conflicts(optimize, f"compacting {table.name}", loc)
+        _retry_conflicts(optimize, f"compacting {table.name}", output.location(table))
 
     concurrently(spark, one, [(t,) for t in tables])
 
@@ -454,7 +455,6 @@ def insert_run(spark: SparkSession, output: Output, row: dict) -> None:
 
 def upsert_run(spark: SparkSession, output: Output, row: dict) -> None:
     """Insert or update the run's row in ``runs`` (MERGE on run_id)."""
-    from delta.tables import DeltaTable
     from pyspark.sql.types import StructType
 
     from lakemon.tables import RUNS
@@ -463,7 +463,7 @@ def upsert_run(spark: SparkSession, output: Output, row: dict) -> None:
     values = {c: row.get(c) for c in RUNS.columns}
     src = spark.createDataFrame([values], schema)
     loc = output.location(RUNS)
-    dt = DeltaTable.forPath(spark, loc) if output.spec.path is not None else DeltaTable.forName(spark, loc)
+    dt = output.delta_table(spark, RUNS)
 
     def merge() -> None:
         (

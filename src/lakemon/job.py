@@ -1529,9 +1529,7 @@ class Monitor:
         written: dict[str, int] = {}
 
         def put(table: TableDef, df: DataFrame, n: int) -> None:
-            io.replace_windows(
-                spark, self.output, table, df, cfg.monitor, cfg.granularity, windows, rows=max(n, 0) or None
-            )
+            io.replace_windows(spark, self.output, table, df, cfg.monitor, cfg.granularity, windows, rows=n)
             written[table.name] = n
 
         frames: list[tuple[TableDef, DataFrame, int]] = [(SKETCHES, sketches_df, len(results.cells))]
