@@ -179,8 +179,12 @@ def observations(rows_by_table: dict[str, list[dict[str, Any]]]) -> list[Observa
     return obs
 
 
-def _history(monitor: Monitor, windows: Sequence[datetime], depth: int) -> dict[str, list[dict[str, Any]]]:
-    """Earlier windows' results read back from the monitoring tables (the alerts' memory)."""
+def _history(
+    monitor: Monitor, windows: Sequence[datetime], depth: int
+) -> tuple[dict[str, list[dict[str, Any]]], dict[tuple[Any, ...], Any]]:
+    """Earlier windows' results read back from the monitoring tables (the alerts' memory), and the
+    notifications already sent for the run's windows (a re-run must not send them again), keyed by
+    ``(alert_id, window_start, notify)``: four reads of small tables, side by side."""
     from pyspark.sql import functions as F
 
     cfg = monitor.cfg
@@ -198,12 +202,24 @@ def _history(monitor: Monitor, windows: Sequence[datetime], depth: int) -> dict[
         DRIFT_METRICS: cond & F.col("threshold").isNotNull(),
     }
 
-    def rows_of(table: TableDef) -> list[dict[str, Any]]:
-        return [r.asDict() for r in monitor.output.read(monitor.spark, table).where(wheres[table]).collect()]
+    this_run = (
+        (F.col("monitor") == cfg.monitor)
+        & (F.col("granularity") == cfg.granularity)
+        & F.col("window_start").isin(list(windows))
+    )
 
-    tables = list(wheres)
-    found = io.concurrently(monitor.spark, rows_of, [(t,) for t in tables])
-    return {t.name: rows for t, rows in zip(tables, found, strict=True)}
+    def rows_of(table: TableDef) -> list[dict[str, Any]]:
+        if table is ALERTS:  # alerts x windows
+            df = monitor.output.read(monitor.spark, ALERTS).where(this_run)
+            df = df.select("alert_id", "window_start", "notify", "delivery")
+        else:
+            df = monitor.output.read(monitor.spark, table).where(wheres[table])
+        return [r.asDict() for r in df.collect()]
+
+    tables = [*wheres, ALERTS]
+    found = dict(zip(tables, io.concurrently(monitor.spark, rows_of, [(t,) for t in tables]), strict=True))
+    sent = {(r["alert_id"], r["window_start"], r["notify"]): r["delivery"] for r in found.pop(ALERTS)}
+    return {t.name: rows for t, rows in found.items()}, sent
 
 
 def evaluate_alerts(
@@ -215,7 +231,6 @@ def evaluate_alerts(
 ) -> list[dict[str, Any]]:
     """Alert rows for the run's windows: rules over this run's results plus the stored history, then
     delivery of new notifications (sinks), each recorded with its status."""
-    from pyspark.sql import functions as F
 
     cfg = monitor.cfg
     rules = rules_for(cfg)
@@ -226,25 +241,14 @@ def evaluate_alerts(
         + [1]
     )
     depth = min(depth + 1, 90)
-    obs = observations(_history(monitor, windows, depth)) + observations(tables)
+    history, sent = _history(monitor, windows, depth)
+    obs = observations(history) + observations(tables)
     baseline = {
         ("performance", metric, None, sk, sv): value
         for (sk, sv), metrics in results.baseline_metrics.items()
         for metric, value in metrics.items()
     }
     rows = evaluate(rules, obs, baseline, emit_windows=set(windows))
-    # notifications already sent for these windows (a re-run must not send them again)
-    existing = monitor.output.read(monitor.spark, ALERTS).where(
-        (F.col("monitor") == cfg.monitor)
-        & (F.col("granularity") == cfg.granularity)
-        & F.col("window_start").isin(list(windows))
-    )
-    sent = {
-        (r["alert_id"], r["window_start"], r["notify"]): r["delivery"]
-        for r in existing.select(
-            "alert_id", "window_start", "notify", "delivery"
-        ).collect()  # alerts x windows
-    }
     to_send = [r for r in rows if r.notify != "none" and (r.alert_id, r.window_start, r.notify) not in sent]
     delivery: dict[str, Any] = {}
     if monitor.deliver and to_send and cfg.alerts.sinks:
