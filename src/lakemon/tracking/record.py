@@ -214,6 +214,7 @@ def _history(
             df = df.select("alert_id", "window_start", "notify", "delivery")
         else:
             df = monitor.output.read(monitor.spark, table).where(wheres[table])
+        # bounded, aggregated rows: results of <= depth earlier windows, or alerts x the run's windows
         return [r.asDict() for r in df.collect()]
 
     tables = [*wheres, ALERTS]
@@ -231,7 +232,6 @@ def evaluate_alerts(
 ) -> list[dict[str, Any]]:
     """Alert rows for the run's windows: rules over this run's results plus the stored history, then
     delivery of new notifications (sinks), each recorded with its status."""
-
     cfg = monitor.cfg
     rules = rules_for(cfg)
     depth = max(
