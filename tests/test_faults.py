@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -255,6 +256,36 @@ def test_first_runs_racing_to_create_the_tables(spark: Any, tmp_path: Path) -> N
         t.join(timeout=300)
     assert not errors, errors
     io.ensure_tables(spark, output)  # every table exists with its declared schema
+
+
+def test_run_refused_while_an_earlier_one_is_running_writes_nothing(spark: Any, tiny: dict[str, Any]) -> None:
+    """A run that finds an earlier run of its monitor still running (a live process) is refused: its row says
+    so and names the other run, and it writes nothing else, though it read the source in the meantime."""
+    from datetime import UTC, datetime
+
+    d = tiny["dir"]
+    cfg = config(d, output={"path": str(d / "out_refused")})
+    parsed = parse_config(cfg)
+    output = io.Output(parsed.output)
+    io.ensure_tables(spark, output)
+    earlier = {
+        "run_id": "earlier-run",
+        "monitor": parsed.monitor,
+        "started_at": datetime.now(UTC).replace(tzinfo=None) - timedelta(minutes=5),
+        "status": "running",
+        "owner": f"{socket.gethostname()}:{os.getpid()}",  # this process: alive
+    }
+    io.insert_run(spark, output, earlier)
+    before = _versions(cfg["output"]["path"])
+
+    with pytest.raises(io.ConcurrentRunError, match="earlier-run"):
+        run_monitor(spark, parsed, as_of=tiny["info"]["as_of"], deliver=False)
+    runs = {r["run_id"]: r for r in _runs(spark, cfg)}
+    assert runs.pop("earlier-run")["status"] == "running", "the other run is left alone"
+    [refused] = runs.values()
+    assert refused["status"] == "refused" and "earlier-run" in refused["error"], refused
+    assert _versions(cfg["output"]["path"]) == before, "no results table written"
+    assert read_table(spark, cfg, "window_state").count() == 0
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import socket
 import time
 import traceback
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -512,23 +512,24 @@ class Monitor:
             results, sketches_df, merged_df = self._aggregate(proj, ctx, planned)
 
         with self.phases.phase("baseline"):
-            # independent reads (each fills its own part of ``results``), overlapped: mostly Delta latency
-            io.concurrently(
-                spark,
-                lambda f: f(),
-                [
-                    (lambda: self._load_baseline(ctx, results, columns, planned),),
-                    (lambda: self._load_previous_windows(ctx, results, plan.windows),),
-                    (lambda: self._load_previous_verdicts(results, plan),),
-                ],
+            # every read of what is stored that the run builds on (the baseline, earlier windows' sketches and
+            # verdicts, the volume check's row counts, the alerts' history), side by side: small reads of
+            # distinct tables, none of which depends on this run's results
+            reads: list[Callable[[], Any]] = [
+                lambda: self._load_baseline(ctx, results, columns, planned),
+                lambda: self._load_previous_windows(ctx, results, plan.windows),
+                lambda: self._load_previous_verdicts(results, plan),
+                lambda: self._volume_history(plan.windows),
+                lambda: tracking_glue.alert_history(self, plan.windows),
+            ]
+            *_, volume_history, alert_history = io.concurrently(
+                spark, lambda f: f(), [(f,) for f in reads], threads=len(reads)
             )
 
         with self.phases.phase("finalize"):
             tables: dict[str, list[dict[str, Any]]] = {}
             tables[PROFILE_METRICS.name] = self._profile_rows(ctx, results)
-            tables[QUALITY_RESULTS.name] = quality.finalize(
-                ctx, results, planned, self._volume_history(plan.windows)
-            )
+            tables[QUALITY_RESULTS.name] = quality.finalize(ctx, results, planned, volume_history)
             tables[PERFORMANCE_METRICS.name] = perf.finalize(ctx, results)
             tables[DRIFT_METRICS.name] = drift.finalize(ctx, results)
 
@@ -555,7 +556,9 @@ class Monitor:
                 )
 
         with self.phases.phase("alerts"):
-            alert_rows = tracking_glue.evaluate_alerts(self, ctx, results, tables, plan.windows)
+            alert_rows = tracking_glue.evaluate_alerts(
+                self, ctx, results, tables, plan.windows, alert_history
+            )
             tables[ALERTS.name] = alert_rows
 
         with self.phases.phase("write") as info:

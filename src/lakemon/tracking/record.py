@@ -9,7 +9,7 @@ import logging
 import os
 import socket
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from lakemon import io
@@ -179,9 +179,11 @@ def observations(rows_by_table: dict[str, list[dict[str, Any]]]) -> list[Observa
     return obs
 
 
-def _history(
-    monitor: Monitor, windows: Sequence[datetime], depth: int
-) -> tuple[dict[str, list[dict[str, Any]]], dict[tuple[Any, ...], Any]]:
+# earlier windows' rows per monitoring table, and the notifications already sent, keyed (alert_id, window, notify)
+AlertHistory = tuple[dict[str, list[dict[str, Any]]], dict[tuple[Any, ...], Any]]
+
+
+def _history(monitor: Monitor, windows: Sequence[datetime], depth: int) -> AlertHistory:
     """Earlier windows' results read back from the monitoring tables (the alerts' memory), and the
     notifications already sent for the run's windows (a re-run must not send them again), keyed by
     ``(alert_id, window_start, notify)``: four reads of small tables, side by side."""
@@ -223,25 +225,33 @@ def _history(
     return {t.name: rows for t, rows in found.items()}, sent
 
 
-def evaluate_alerts(
-    monitor: Monitor,
-    ctx: RunContext,
-    results: Results,
-    tables: dict[str, list[dict[str, Any]]],
-    windows: Sequence[datetime],
-) -> list[dict[str, Any]]:
-    """Alert rows for the run's windows: rules over this run's results plus the stored history, then
-    delivery of new notifications (sinks), each recorded with its status."""
-    cfg = monitor.cfg
-    rules = rules_for(cfg)
+def alert_history(monitor: Monitor, windows: Sequence[datetime]) -> AlertHistory:
+    """What the alert rules need from the monitoring tables for the run's windows (see :func:`_history`),
+    as deep as the rules look back. Read before the run's results exist, alongside the run's other reads
+    of what is stored: nothing the run writes is in it."""
+    rules = rules_for(monitor.cfg)
     depth = max(
         [r.persistence.n for r in rules]
         + [r.persistence.resolve_after for r in rules]
         + [r.condition.history for r in rules]
         + [1]
     )
-    depth = min(depth + 1, 90)
-    history, sent = _history(monitor, windows, depth)
+    return _history(monitor, windows, min(depth + 1, 90))
+
+
+def evaluate_alerts(
+    monitor: Monitor,
+    ctx: RunContext,
+    results: Results,
+    tables: dict[str, list[dict[str, Any]]],
+    windows: Sequence[datetime],
+    stored: AlertHistory,
+) -> list[dict[str, Any]]:
+    """Alert rows for the run's windows: rules over this run's results plus the stored history
+    (:func:`alert_history`), then delivery of new notifications (sinks), each recorded with its status."""
+    cfg = monitor.cfg
+    rules = rules_for(cfg)
+    history, sent = stored
     obs = observations(history) + observations(tables)
     baseline = {
         ("performance", metric, None, sk, sv): value
@@ -482,7 +492,8 @@ def deliver(
         cfg.monitor,
         summarize(getattr(monitor, "_alert_rows", [])),
         gauges,
-        sum(monitor.phases.seconds.values()),
+        # the run's wall time so far (baseline_scan is inside baseline: the phases' sum would count it twice)
+        (datetime.now(UTC).replace(tzinfo=None) - monitor.started_at).total_seconds(),
         result.rows_read,
     )
     log.info("[%s] prometheus push: %s", cfg.monitor, status.get("status"))
