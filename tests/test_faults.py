@@ -260,7 +260,7 @@ def test_first_runs_racing_to_create_the_tables(spark: Any, tmp_path: Path) -> N
 
 def test_run_refused_while_an_earlier_one_is_running_writes_nothing(spark: Any, tiny: dict[str, Any]) -> None:
     """A run that finds an earlier run of its monitor still running (a live process) is refused: its row says
-    so and names the other run, and it writes nothing else, though it read the source in the meantime."""
+    so and names the other run, the other run's row is left alone, and nothing else is written."""
     from datetime import UTC, datetime
 
     d = tiny["dir"]
