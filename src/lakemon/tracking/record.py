@@ -9,7 +9,7 @@ import logging
 import os
 import socket
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from lakemon import io
@@ -183,13 +183,23 @@ def observations(rows_by_table: dict[str, list[dict[str, Any]]]) -> list[Observa
 AlertHistory = tuple[dict[str, list[dict[str, Any]]], dict[tuple[Any, ...], Any]]
 
 
-def _history(monitor: Monitor, windows: Sequence[datetime], depth: int) -> AlertHistory:
-    """Earlier windows' results read back from the monitoring tables (the alerts' memory), and the
-    notifications already sent for the run's windows (a re-run must not send them again), keyed by
-    ``(alert_id, window_start, notify)``: four reads of small tables, side by side."""
+def alert_history(monitor: Monitor, windows: Sequence[datetime]) -> AlertHistory:
+    """Earlier windows' results read back from the monitoring tables (the alerts' memory, as deep as the
+    rules look back), and the notifications already sent for the run's windows (a re-run must not send them
+    again), keyed by ``(alert_id, window_start, notify)``: four reads of small tables, side by side. Read
+    before the run's results exist, alongside its other reads of what is stored: nothing the run writes is in it.
+    """
     from pyspark.sql import functions as F
 
     cfg = monitor.cfg
+    rules = rules_for(cfg)
+    depth = max(
+        [r.persistence.n for r in rules]
+        + [r.persistence.resolve_after for r in rules]
+        + [r.condition.history for r in rules]
+        + [1]
+    )
+    depth = min(depth + 1, 90)
     lo = min(windows) - depth * monitor.window
     cond = (
         (F.col("monitor") == cfg.monitor)
@@ -223,20 +233,6 @@ def _history(monitor: Monitor, windows: Sequence[datetime], depth: int) -> Alert
     found = dict(zip(tables, io.concurrently(monitor.spark, rows_of, [(t,) for t in tables]), strict=True))
     sent = {(r["alert_id"], r["window_start"], r["notify"]): r["delivery"] for r in found.pop(ALERTS)}
     return {t.name: rows for t, rows in found.items()}, sent
-
-
-def alert_history(monitor: Monitor, windows: Sequence[datetime]) -> AlertHistory:
-    """What the alert rules need from the monitoring tables for the run's windows (see :func:`_history`),
-    as deep as the rules look back. Read before the run's results exist, alongside the run's other reads
-    of what is stored: nothing the run writes is in it."""
-    rules = rules_for(monitor.cfg)
-    depth = max(
-        [r.persistence.n for r in rules]
-        + [r.persistence.resolve_after for r in rules]
-        + [r.condition.history for r in rules]
-        + [1]
-    )
-    return _history(monitor, windows, min(depth + 1, 90))
 
 
 def evaluate_alerts(
@@ -493,7 +489,7 @@ def deliver(
         summarize(getattr(monitor, "_alert_rows", [])),
         gauges,
         # the run's wall time so far (baseline_scan is inside baseline: the phases' sum would count it twice)
-        (datetime.now(UTC).replace(tzinfo=None) - monitor.started_at).total_seconds(),
+        (datetime.utcnow() - monitor.started_at).total_seconds(),
         result.rows_read,
     )
     log.info("[%s] prometheus push: %s", cfg.monitor, status.get("status"))
