@@ -20,6 +20,9 @@ LOCAL_DEFAULTS: dict[str, str] = {
     "spark.sql.adaptive.enabled": "true",
     # Wide aggregations (hundreds of fields) otherwise silently lose whole-stage codegen.
     "spark.sql.codegen.maxFields": "2000",
+    # One small monitoring run needs ~300 generated classes; with Spark's default cache of 100 it compiles ~290
+    # of them again on every run (measured with CodegenMetrics); 1000 keeps a run's classes for the next one.
+    "spark.sql.codegen.cache.maxEntries": "1000",
     "spark.sql.session.timeZone": "UTC",
     "spark.driver.memory": "6g",
     "spark.databricks.delta.schema.autoMerge.enabled": "false",
