@@ -1,0 +1,61 @@
+"""The session's tuning: what lakemon's queries want from any Spark session, and where a cluster gets it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lakemon.session import TUNING, get_spark, missing_tuning
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_missing_tuning_names_each_setting_a_session_lacks() -> None:
+    assert missing_tuning(TUNING.get) == []
+    # Spark's own defaults: every setting is reported, as key=value to set
+    defaults = {
+        "spark.sql.codegen.maxFields": "100",
+        "spark.sql.codegen.cache.maxEntries": "100",
+        "spark.sql.objectHashAggregate.sortBased.fallbackThreshold": "128",
+    }
+    assert missing_tuning(defaults.get) == [f"{k}={v}" for k, v in TUNING.items()]
+    # larger numbers and the JVM flag among other options are enough
+    roomy = {
+        "spark.sql.codegen.maxFields": "5000",
+        "spark.sql.codegen.cache.maxEntries": "1000",
+        "spark.sql.objectHashAggregate.sortBased.fallbackThreshold": "4096",
+        "spark.driver.extraJavaOptions": "-Xss4m -XX:-DontCompileHugeMethods -Dfoo=bar",
+    }
+    assert missing_tuning(roomy.get) == []
+    # a flag that only starts like it is not it
+    lacking = {**roomy, "spark.driver.extraJavaOptions": "-XX:-DontCompileHugeMethodsX"}
+    assert missing_tuning(lacking.get) == ["spark.driver.extraJavaOptions=-XX:-DontCompileHugeMethods"]
+
+
+def test_a_session_lakemon_built_has_the_tuning_and_a_session_without_it_is_named(
+    spark: Any, caplog: Any
+) -> None:
+    assert missing_tuning(lambda key: spark.conf.get(key, None)) == []
+    with caplog.at_level(logging.WARNING, logger="lakemon"):
+        assert get_spark("another") is spark  # the running session is taken as it is
+    assert not [r for r in caplog.records if "lacks settings" in r.getMessage()]
+
+    # a runtime setting lowered, as a cluster's default would be: taken as it is, with a warning naming the key
+    key = "spark.sql.objectHashAggregate.sortBased.fallbackThreshold"
+    spark.conf.set(key, "128")
+    try:
+        with caplog.at_level(logging.WARNING, logger="lakemon"):
+            assert get_spark("another") is spark
+    finally:
+        spark.conf.set(key, TUNING[key])
+    warned = [r.getMessage() for r in caplog.records if "lacks settings" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].endswith(f"{key}=4096")
+
+
+def test_databricks_job_cluster_carries_the_tuning() -> None:
+    bundle = yaml.safe_load((REPO / "jobs" / "databricks.yml").read_text())
+    clusters = bundle["resources"]["jobs"]["lakemon_monitor"]["job_clusters"]
+    assert [c["new_cluster"]["spark_conf"] for c in clusters] == [TUNING]
