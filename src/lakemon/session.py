@@ -86,7 +86,15 @@ def get_spark(
     """
     existing = active_session()
     if existing is not None:
-        missing = missing_tuning(lambda key: existing.conf.get(key, None))
+
+        def setting(key: str) -> str | None:
+            # a platform may refuse to show some settings (Spark Connect): counted as missing
+            try:
+                return existing.conf.get(key, None)
+            except Exception:
+                return None
+
+        missing = missing_tuning(setting)
         if missing:
             log.warning(
                 "this Spark session lacks settings lakemon's queries want (set them in the cluster's Spark "
