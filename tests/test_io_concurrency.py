@@ -3,6 +3,7 @@ finishes before a failure is raised, and the tables are created and written as i
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -50,6 +51,32 @@ def test_threads_inherit_the_job_group_and_create_every_table(spark, tmp_path) -
     io.ensure_tables(spark, out)  # a second time: schemas checked, nothing created twice
     for t in ALL_TABLES:
         assert spark.read.format("delta").load(out.location(t)).columns == list(t.columns)
+        assert set(t.stats_columns) <= set(t.columns), t.name
+        props = spark.sql(f"DESCRIBE DETAIL delta.`{out.location(t)}`").first()["properties"]
+        assert props["delta.dataSkippingStatsColumns"] == ",".join(t.stats_columns), (t.name, props)
+
+    # a file written to a monitoring table carries statistics on those columns only
+    from datetime import datetime
+
+    from lakemon.tables import PROFILE_METRICS
+
+    row = {c: None for c in PROFILE_METRICS.columns}
+    row |= {"monitor": "m", "window_start": datetime(2026, 3, 2), "window_end": datetime(2026, 3, 3)}
+    row |= {"granularity": "1 day", "column_name": "x", "metric": "mean", "value": 1.0, "run_id": "r"}
+    row |= {"computed_at": datetime(2026, 3, 3)}
+    frame = spark.createDataFrame(
+        [row], spark.read.format("delta").load(out.location(PROFILE_METRICS)).schema
+    )
+    io.append_rows(spark, out, PROFILE_METRICS, frame, rows=1)
+    adds = (
+        spark.read.json(f"{out.location(PROFILE_METRICS)}/_delta_log/*.json")
+        .where("add IS NOT NULL")
+        .select("add.stats")
+        .collect()
+    )
+    assert len(adds) == 1
+    stats = json.loads(adds[0]["stats"])
+    assert set(stats["minValues"]) == {"monitor", "granularity", "window_start"}, stats
 
 
 def test_file_count_sizes_writes_by_rows_and_row_size() -> None:

@@ -19,13 +19,21 @@ RUN_KEY = "run_id STRING NOT NULL, computed_at TIMESTAMP NOT NULL"
 
 @dataclass(frozen=True)
 class TableDef:
-    """A monitoring table: its name, its columns as DDL, whether its rows are keyed by window, and the
-    rough size of a row in a data file (sizes a write's files: a run's rows of a table in one file)."""
+    """A monitoring table: its name, its columns as DDL, whether its rows are keyed by window, the rough
+    size of a row in a data file (sizes a write's files: a run's rows of a table in one file), and the
+    columns Delta keeps file statistics on (``delta.dataSkippingStatsColumns``).
+
+    Statistics only help on columns a file's rows share a narrow range of: each run writes its own windows
+    of its own monitor, so those are the columns the run's reads and ``replaceWhere`` filter on. Delta's
+    default (the first 32 columns) makes every read of the table parse and filter statistics of every column,
+    a generated class of ~100 kB that is compiled afresh by every run (its window bounds are literals in it).
+    """
 
     name: str
     ddl: str
     windowed: bool = True
     row_bytes: int = 256
+    stats_columns: tuple[str, ...] = ("monitor", "granularity", "window_start")
 
     @property
     def columns(self) -> list[str]:
@@ -110,6 +118,7 @@ SOURCE_WINDOWS = TableDef(
     "monitor STRING NOT NULL, granularity STRING NOT NULL, definition STRING NOT NULL, source_version BIGINT NOT NULL, "
     f"window_start TIMESTAMP NOT NULL, row_count BIGINT NOT NULL, source_fingerprint BIGINT, {RUN_KEY}",
     windowed=False,
+    stats_columns=("monitor", "granularity", "definition", "window_start"),
 )
 
 BASELINE_PROFILE = TableDef(
@@ -122,6 +131,7 @@ BASELINE_PROFILE = TableDef(
     "computed_at TIMESTAMP NOT NULL",
     windowed=False,
     row_bytes=8192,
+    stats_columns=("monitor", "baseline_id", "definition"),
 )
 
 RUNS = TableDef(
@@ -132,6 +142,7 @@ RUNS = TableDef(
     "mlflow_run_id STRING, phase_seconds MAP<STRING, DOUBLE>, spark_jobs INT, alerts_firing INT, "
     "labels_watermark TIMESTAMP, owner STRING, error STRING",
     windowed=False,
+    stats_columns=("run_id", "monitor", "started_at", "status"),
 )
 
 ALL_TABLES: tuple[TableDef, ...] = (
