@@ -5,10 +5,19 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import yaml
 
-from lakemon.session import TUNING, get_spark, missing_tuning
+from lakemon.session import (
+    DELTA_PACKAGE,
+    TUNING,
+    classpath_file,
+    get_spark,
+    missing_tuning,
+    remember_jars,
+    resolved_jars,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,3 +68,41 @@ def test_databricks_job_cluster_carries_the_tuning() -> None:
     bundle = yaml.safe_load((REPO / "jobs" / "databricks.yml").read_text())
     clusters = bundle["resources"]["jobs"]["lakemon_monitor"]["job_clusters"]
     assert [c["new_cluster"]["spark_conf"] for c in clusters] == [TUNING]
+
+
+def test_resolved_jars_are_remembered_only_whole(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    package = "io.delta:delta-spark_4.2_2.13:4.4.0"
+    jars = [tmp_path / "io.delta_delta-spark_4.2_2.13-4.4.0.jar", tmp_path / "dir with space" / "dep-1.0.jar"]
+    for jar in jars:
+        jar.parent.mkdir(parents=True, exist_ok=True)
+        jar.write_bytes(b"PK")
+    assert resolved_jars(package) is None  # nothing remembered yet
+
+    # a session whose jars lack the package's own jar (the caller's jars) is not remembered
+    remember_jars(package, f"file://{jars[1]}")
+    assert resolved_jars(package) is None
+
+    # Spark's spark.jars: file: URIs, percent-encoded
+    remember_jars(package, ",".join(jar.as_uri() for jar in jars))
+    assert resolved_jars(package) == [str(j) for j in jars]
+    assert classpath_file(package).parent == tmp_path / "cache" / "lakemon"
+    assert resolved_jars("io.delta:delta-spark_4.2_2.13:4.5.0") is None  # another package: its own list
+
+    jars[1].unlink()  # a jar gone (a cleaned Ivy cache): resolved again, never started without it
+    assert resolved_jars(package) is None
+
+
+def test_the_test_session_remembered_its_jars(spark: Any) -> None:
+    """The suite's session (local, built by get_spark) resolved Delta once or took the remembered jars: either
+    way the list is there and is what the session runs with."""
+    remembered = resolved_jars(DELTA_PACKAGE)
+    assert remembered, classpath_file(DELTA_PACKAGE)
+    session_jars = {
+        unquote(urlparse(j).path) if j.startswith("file:") else j
+        for j in spark.sparkContext.getConf().get("spark.jars", "").split(",")
+        if j
+    }
+    assert set(remembered) <= session_jars
+    group, artifact, version = DELTA_PACKAGE.split(":")
+    assert f"{group}_{artifact}-{version}.jar" in {Path(j).name for j in remembered}

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlparse
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -82,7 +85,8 @@ def get_spark(
     When a session already exists (Databricks, ``spark-submit`` with a master, a notebook), it is
     returned untouched: the platform owns its configuration. Otherwise a local session with the Delta
     extensions is started; the Delta JAR is resolved from the local Maven repository, where
-    ``scripts/setup.sh`` fetched it, so no network is needed.
+    ``scripts/setup.sh`` fetched it, so no network is needed. The jars resolved are remembered
+    (:func:`classpath_file`) and later sessions take them as they are, without resolving again.
     """
     existing = active_session()
     if existing is not None:
@@ -113,8 +117,63 @@ def get_spark(
         builder = builder.master(master)
     elif not under_submit:
         builder = builder.master(os.environ.get("LAKEMON_SPARK_MASTER", "local[*]"))
-    if not under_submit:
-        conf.setdefault("spark.jars.packages", DELTA_PACKAGE)
+    remember = False
+    if not under_submit and "spark.jars.packages" not in conf:
+        own_jars = "spark.jars" in conf  # the caller's jars, with Delta resolved beside them
+        jars = None if own_jars else resolved_jars(DELTA_PACKAGE)
+        if jars:
+            conf["spark.jars"] = ",".join(jars)
+        else:
+            conf["spark.jars.packages"] = DELTA_PACKAGE
+            remember = not own_jars
     for key, value in conf.items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    session = builder.getOrCreate()
+    if remember:
+        remember_jars(DELTA_PACKAGE, session.sparkContext.getConf().get("spark.jars", ""))
+    return session
+
+
+def classpath_file(package: str) -> Path:
+    """Where the jars Spark resolved for ``package`` are remembered (per package and pyspark version)."""
+    import pyspark
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    key = hashlib.sha256(f"{package} {pyspark.__version__}".encode()).hexdigest()[:16]
+    return Path(base) / "lakemon" / f"classpath-{key}.txt"
+
+
+def resolved_jars(package: str) -> list[str] | None:
+    """The jars an earlier session resolved for ``package``, when every one of them is still on disk.
+
+    Spark resolves ``spark.jars.packages`` with Ivy at every JVM start (~3.5 s here, ~40% of a local session's
+    start), although the answer only changes with the package; a scheduled run is a new JVM each time.
+    """
+    try:
+        jars = [line for line in classpath_file(package).read_text().splitlines() if line]
+    except OSError:
+        return None
+    if not jars or not all(os.path.isfile(j) for j in jars):
+        return None
+    return jars
+
+
+def remember_jars(package: str, spark_jars: str) -> None:
+    """Record the jars Spark resolved for ``package`` (``spark.jars`` of the session that resolved them).
+
+    Written only when the package's own jar is among them; to a temporary file renamed into place, so
+    concurrent first runs never read a half-written list. A failure to write costs the next start its
+    resolution, nothing else.
+    """
+    group, artifact, version = package.split(":")
+    jars = [unquote(urlparse(j).path) if j.startswith("file:") else j for j in spark_jars.split(",") if j]
+    if f"{group}_{artifact}-{version}.jar" not in {os.path.basename(j) for j in jars}:
+        return
+    target = classpath_file(package)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        tmp.write_text("\n".join(jars) + "\n")
+        os.replace(tmp, target)
+    except OSError as err:
+        log.debug("could not record the resolved jars in %s: %s", target, err)
