@@ -7,15 +7,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+import pytest
 import yaml
 
 from lakemon.session import (
     DELTA_PACKAGE,
     TUNING,
+    DeltaMissingError,
     classpath_file,
     get_spark,
     missing_tuning,
     remember_jars,
+    require_delta,
     resolved_jars,
 )
 
@@ -106,3 +109,14 @@ def test_the_test_session_remembered_its_jars(spark: Any) -> None:
     assert set(remembered) <= session_jars
     group, artifact, version = DELTA_PACKAGE.split(":")
     assert f"{group}_{artifact}-{version}.jar" in {Path(j).name for j in remembered}
+
+
+def test_a_session_without_delta_is_a_clear_error(spark: Any) -> None:
+    require_delta(spark)  # the suite's session has Delta
+    # a class the JVM does not have stands for Delta missing from a spark-submit without --packages
+    with pytest.raises(
+        DeltaMissingError, match=r"Delta Lake is not on this Spark session's classpath"
+    ) as err:
+        require_delta(spark, "io.delta.tables.NoSuchClass")
+    assert f"--packages {DELTA_PACKAGE}" in str(err.value)
+    assert str(classpath_file(DELTA_PACKAGE)) in str(err.value)

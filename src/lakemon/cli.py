@@ -40,9 +40,12 @@ def _ts(text: str | None) -> datetime | None:
 
 
 def _spark(args: argparse.Namespace) -> Any:
-    from lakemon.session import get_spark
+    from lakemon.session import DeltaMissingError, get_spark
 
-    spark = get_spark("lakemon", master=getattr(args, "master", None))
+    try:
+        spark = get_spark("lakemon", master=getattr(args, "master", None))
+    except DeltaMissingError as err:
+        raise SystemExit(f"lakemon: {err}") from None
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 

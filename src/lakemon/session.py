@@ -50,6 +50,10 @@ LOCAL_DEFAULTS: dict[str, str] = {
 }
 
 
+class DeltaMissingError(RuntimeError):
+    """The Spark session has no Delta Lake on its classpath (e.g. ``spark-submit`` without ``--packages``)."""
+
+
 def active_session() -> SparkSession | None:
     """Return the already running SparkSession (Databricks, spark-submit, a notebook), if any."""
     from pyspark.sql import SparkSession
@@ -105,6 +109,7 @@ def get_spark(
                 "configuration, as jobs/databricks.yml does): %s",
                 ", ".join(missing),
             )
+        require_delta(existing)
         return existing
 
     from pyspark.sql import SparkSession
@@ -129,9 +134,30 @@ def get_spark(
     for key, value in conf.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
+    if under_submit:  # the JVM's classpath is spark-submit's: Delta only if it was passed
+        require_delta(session)
     if remember:
         remember_jars(DELTA_PACKAGE, session.sparkContext.getConf().get("spark.jars", ""))
     return session
+
+
+def require_delta(session: SparkSession, class_name: str = "io.delta.tables.DeltaTable") -> None:
+    """Raise a clear error when Delta Lake's classes are not on the session's classpath.
+
+    ``spark-submit jobs/monitor.py`` without ``--packages`` starts a JVM without Delta, and the run would only
+    fail at its first table read with Spark's "Failed to find the data source: delta". Only a missing class
+    counts: a session whose JVM cannot be asked (Spark Connect, a locked-down cluster) is left to the run.
+    """
+    try:
+        session._jvm.org.apache.spark.util.Utils.classForName(class_name, False, False)  # type: ignore[union-attr]
+    except Exception as err:
+        if "ClassNotFoundException" not in str(err):
+            return
+        raise DeltaMissingError(
+            f"Delta Lake is not on this Spark session's classpath ({class_name} not found): pass "
+            f"--packages {DELTA_PACKAGE} to spark-submit, or --jars with its jars (a local lakemon session "
+            f"lists the ones it resolved in {classpath_file(DELTA_PACKAGE)})"
+        ) from None
 
 
 def classpath_file(package: str) -> Path:
