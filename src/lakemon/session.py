@@ -172,8 +172,8 @@ def classpath_file(package: str) -> Path:
 def resolved_jars(package: str) -> list[str] | None:
     """The jars an earlier session resolved for ``package``, when every one of them is still on disk.
 
-    Spark resolves ``spark.jars.packages`` with Ivy at every JVM start (~3.5 s here, ~40% of a local session's
-    start), although the answer only changes with the package; a scheduled run is a new JVM each time.
+    Spark resolves ``spark.jars.packages`` with Ivy at every JVM start (1.2-2.5 s of a local session's start
+    here), although the answer only changes with the package; a scheduled run is a new JVM each time.
     """
     try:
         jars = [line for line in classpath_file(package).read_text().splitlines() if line]
