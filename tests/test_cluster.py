@@ -187,6 +187,8 @@ def test_cluster_run_matches_local_run(spark: Any, tmp_path: Path, monkeypatch: 
 
     cluster = Cluster(tmp_path)
     submit_log = tmp_path / "submit.log"
+    events = tmp_path / "events"
+    events.mkdir()
     try:
         cluster.start(workers=2)
         cmd = [
@@ -207,6 +209,19 @@ def test_cluster_run_matches_local_run(spark: Any, tmp_path: Path, monkeypatch: 
             "spark.cores.max=2",
             "--conf",
             "spark.ui.enabled=false",
+            # a small cluster's sizes, as its spark-defaults.conf would set them: the job keeps them
+            "--conf",
+            "spark.sql.shuffle.partitions=4",
+            "--conf",
+            "spark.databricks.delta.snapshotPartitions=2",
+            "--conf",
+            "spark.eventLog.enabled=true",
+            "--conf",
+            f"spark.eventLog.dir={events.as_uri()}",
+            "--conf",
+            "spark.eventLog.rolling.enabled=false",
+            "--conf",
+            "spark.eventLog.compress=false",
             "--conf",
             "spark.driver.host=127.0.0.1",
             "--conf",
@@ -242,7 +257,26 @@ def test_cluster_run_matches_local_run(spark: Any, tmp_path: Path, monkeypatch: 
 
     assert result.status == "success" and len(result.windows) == 3
 
+    # the job's session kept what was submitted (lakemon's local default is 8 shuffle partitions) and got
+    # what a run needs: windows in UTC, Delta's SQL extension
+    props = _submitted_properties(events)
+    assert props["spark.sql.shuffle.partitions"] == "4"
+    assert props["spark.sql.session.timeZone"] == "UTC"
+    assert LOCAL_DEFAULTS["spark.sql.extensions"] in props["spark.sql.extensions"].split(",")
+
     assert_same_results(spark, on_cluster, local)
+
+
+def _submitted_properties(events: Path) -> dict[str, str]:
+    """The Spark properties the application started with, from its event log."""
+    [log] = list(events.iterdir())
+    with open(log) as fh:
+        for line in fh:
+            event = json.loads(line)
+            if event.get("Event") == "SparkListenerEnvironmentUpdate":
+                props = event["Spark Properties"]
+                return dict(props) if isinstance(props, dict) else {k: v for k, v in props}
+    raise AssertionError(f"no environment update in the event log {log}")
 
 
 def assert_same_results(spark: Any, on_cluster: dict[str, Any], local: dict[str, Any]) -> None:

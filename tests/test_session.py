@@ -12,6 +12,7 @@ import yaml
 
 from lakemon.session import (
     DELTA_PACKAGE,
+    LOCAL_DEFAULTS,
     TUNING,
     DeltaMissingError,
     classpath_file,
@@ -20,6 +21,7 @@ from lakemon.session import (
     remember_jars,
     require_delta,
     resolved_jars,
+    submit_conf,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,6 +67,52 @@ def test_a_session_lakemon_built_has_the_tuning_and_a_session_without_it_is_name
         spark.conf.set(key, TUNING[key])
     warned = [r.getMessage() for r in caplog.records if "lacks settings" in r.getMessage()]
     assert len(warned) == 1 and warned[0].endswith(f"{key}=4096")
+
+
+def test_under_spark_submit_the_submitters_settings_win(caplog: Any) -> None:
+    delta_ext = LOCAL_DEFAULTS["spark.sql.extensions"]
+    cluster = {
+        "spark.master": "spark://10.0.0.1:7077",
+        "spark.sql.shuffle.partitions": "400",
+        "spark.sql.codegen.maxFields": "500",
+        "spark.sql.extensions": "com.example.Ext",
+    }
+    with caplog.at_level(logging.WARNING, logger="lakemon"):
+        conf = submit_conf(cluster)
+    assert not caplog.records
+    # what the submitter set is not touched; sizes for one small machine and the UI are left to the cluster;
+    # options of the JVM's launch would only show (the JVM runs already)
+    for key in (
+        "spark.sql.shuffle.partitions",
+        "spark.sql.codegen.maxFields",
+        "spark.databricks.delta.snapshotPartitions",
+        "spark.ui.enabled",
+        "spark.driver.memory",
+        "spark.driver.extraJavaOptions",
+    ):
+        assert key not in conf, key
+    # the rest of lakemon's defaults are added; Delta's extension joins the submitter's own; windows are UTC
+    assert conf["spark.sql.codegen.cache.maxEntries"] == TUNING["spark.sql.codegen.cache.maxEntries"]
+    assert conf["spark.sql.catalog.spark_catalog"] == LOCAL_DEFAULTS["spark.sql.catalog.spark_catalog"]
+    assert conf["spark.sql.extensions"] == f"com.example.Ext,{delta_ext}"
+    assert conf["spark.sql.session.timeZone"] == "UTC"
+
+    # on a local master the small-machine sizes apply where the submitter set none
+    local = submit_conf({"spark.master": "local[2]", "spark.sql.extensions": f" {delta_ext} "})
+    assert local["spark.sql.shuffle.partitions"] == LOCAL_DEFAULTS["spark.sql.shuffle.partitions"]
+    assert local["spark.databricks.delta.snapshotPartitions"] == "2"
+    assert local["spark.sql.extensions"] == delta_ext
+    assert "spark.driver.memory" not in local
+
+    # another time zone is replaced, with a warning; the caller's own settings are set as given
+    with caplog.at_level(logging.WARNING, logger="lakemon"):
+        conf = submit_conf(
+            {**cluster, "spark.sql.session.timeZone": "Europe/Paris"}, {"spark.sql.shuffle.partitions": "16"}
+        )
+    assert conf["spark.sql.session.timeZone"] == "UTC" and conf["spark.sql.shuffle.partitions"] == "16"
+    assert [r.getMessage() for r in caplog.records] == [
+        "spark.sql.session.timeZone=Europe/Paris passed to spark-submit is set to UTC: lakemon's windows are in UTC"
+    ]
 
 
 def test_databricks_job_cluster_carries_the_tuning() -> None:

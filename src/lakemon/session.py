@@ -50,6 +50,70 @@ LOCAL_DEFAULTS: dict[str, str] = {
 }
 
 
+# Under spark-submit the JVM has started with the submitter's --conf, which win over LOCAL_DEFAULTS (see submit_conf).
+# Options of the driver JVM's launch: too late once spark-submit has started it (a value set now would only show).
+JVM_LAUNCH = ("spark.driver.memory", "spark.driver.extraJavaOptions")
+# Sized for one small machine; on a cluster master its own configuration (or Spark's and Delta's defaults) decides.
+LOCAL_SIZING = (
+    "spark.sql.shuffle.partitions",
+    "spark.databricks.delta.snapshotPartitions",
+    "spark.ui.enabled",
+)
+
+
+def submit_conf(submitted: dict[str, str], extra_conf: dict[str, str] | None = None) -> dict[str, str]:
+    """What lakemon sets on a session spark-submit launched: ``LOCAL_DEFAULTS`` the submitter did not set.
+
+    ``submitted`` is the JVM's Spark configuration (spark-submit's ``--conf`` and defaults file). A submitter's
+    ``spark.sql.shuffle.partitions=400`` for a big cluster is kept, not replaced by the local default, and on a
+    cluster master the :data:`LOCAL_SIZING` defaults are not applied at all. Two are set whatever was passed:
+    the session time zone to UTC (runs compute and store windows in UTC; another one is replaced, with a
+    warning) and Delta's SQL extension, appended to the submitter's own extensions. The caller's
+    ``extra_conf`` is set as given.
+    """
+    skip = set(JVM_LAUNCH)
+    if not submitted.get("spark.master", "local").startswith("local"):
+        skip.update(LOCAL_SIZING)
+    conf = {k: v for k, v in LOCAL_DEFAULTS.items() if k not in submitted and k not in skip}
+    utc = conf["spark.sql.session.timeZone"] = LOCAL_DEFAULTS["spark.sql.session.timeZone"]
+    if submitted.get("spark.sql.session.timeZone", utc) != utc:
+        log.warning(
+            "spark.sql.session.timeZone=%s passed to spark-submit is set to %s: lakemon's windows are in UTC",
+            submitted["spark.sql.session.timeZone"],
+            utc,
+        )
+    delta_ext = LOCAL_DEFAULTS["spark.sql.extensions"]
+    theirs = [e.strip() for e in submitted.get("spark.sql.extensions", "").split(",") if e.strip()]
+    conf["spark.sql.extensions"] = ",".join(theirs if delta_ext in theirs else [*theirs, delta_ext])
+    conf.update(extra_conf or {})
+    return conf
+
+
+def _submitted_conf() -> dict[str, str]:
+    """The Spark configuration of the JVM spark-submit started (before any SparkContext exists in it)."""
+    from pyspark import SparkConf, SparkContext
+
+    SparkContext._ensure_initialized()  # connects to spark-submit's JVM (PYSPARK_GATEWAY_PORT)
+    return dict(SparkConf().getAll())
+
+
+def _warn_missing_tuning(session: SparkSession) -> None:
+    def setting(key: str) -> str | None:
+        # a platform may refuse to show some settings (Spark Connect): counted as missing
+        try:
+            return session.conf.get(key, None)
+        except Exception:
+            return None
+
+    missing = missing_tuning(setting)
+    if missing:
+        log.warning(
+            "this Spark session lacks settings lakemon's queries want (set them in the cluster's Spark "
+            "configuration, as jobs/databricks.yml does, or pass them to spark-submit with --conf): %s",
+            ", ".join(missing),
+        )
+
+
 class DeltaMissingError(RuntimeError):
     """The Spark session has no Delta Lake on its classpath (e.g. ``spark-submit`` without ``--packages``)."""
 
@@ -94,30 +158,19 @@ def get_spark(
     """
     existing = active_session()
     if existing is not None:
-
-        def setting(key: str) -> str | None:
-            # a platform may refuse to show some settings (Spark Connect): counted as missing
-            try:
-                return existing.conf.get(key, None)
-            except Exception:
-                return None
-
-        missing = missing_tuning(setting)
-        if missing:
-            log.warning(
-                "this Spark session lacks settings lakemon's queries want (set them in the cluster's Spark "
-                "configuration, as jobs/databricks.yml does): %s",
-                ", ".join(missing),
-            )
+        _warn_missing_tuning(existing)
         require_delta(existing)
         return existing
 
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(app_name)
-    conf = dict(LOCAL_DEFAULTS)
-    conf.update(extra_conf or {})
     under_submit = "PYSPARK_GATEWAY_PORT" in os.environ  # spark-submit already started the JVM with its conf
+    if under_submit:
+        conf = submit_conf(_submitted_conf(), extra_conf)
+    else:
+        conf = dict(LOCAL_DEFAULTS)
+        conf.update(extra_conf or {})
     if master is not None:
         builder = builder.master(master)
     elif not under_submit:
@@ -135,6 +188,7 @@ def get_spark(
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     if under_submit:  # the JVM's classpath is spark-submit's: Delta only if it was passed
+        _warn_missing_tuning(session)
         require_delta(session)
     if remember:
         remember_jars(DELTA_PACKAGE, session.sparkContext.getConf().get("spark.jars", ""))
