@@ -29,6 +29,10 @@ Measured (each part guarded: a failure lands in ``errors`` and the rest still ru
     ``run_monitor`` over all windows, cold (first run: baseline profiled, output tables created) and warm
     (a backfill of every window: baseline profile reused). ``ratio = full_warm_s / floor_s``;
     ``ratio_cold = full_s / floor_s``.
+``scans`` / ``scans_warm`` / ``incremental_scans``
+    Per source table (``predictions``, ``labels``, ``baseline``), how many times the run's queries read its
+    data files (file-scan operators that read at least one file, from Spark's executed plans and their
+    metrics, Delta log replays and reads of cached rows excluded), with the files and bytes they read.
 ``gx_ratio``
     Great Expectations (one batch, the whole table, at most 5,000,000 rows) validating the 21 rules as a
     GX suite, vs lakemon's single ``agg`` of the same rules' ``plan_checks`` aggregates grouped by day,
@@ -342,6 +346,87 @@ def timed_run(spark: Any, raw: dict[str, Any], **kw: Any) -> tuple[float, RunRes
     return dt, res
 
 
+METADATA_LENGTH = "spark.sql.maxMetadataStringLength"
+
+
+def _sql_store(spark: Any) -> Any:
+    return spark._jsparkSession.sharedState().statusStore()  # Spark's SQL status store (kept with the UI off)
+
+
+def last_execution_id(spark: Any) -> int:
+    """The id of the session's latest SQL execution (-1 when none): what a later :func:`scans` counts from."""
+    ids = _sql_store(spark).executionsList()
+    return max((ids.apply(i).executionId() for i in range(ids.size())), default=-1)
+
+
+def scans(spark: Any, since: int, tables: dict[str, str]) -> dict[str, dict[str, int]]:
+    """Scans of each table's data files by the SQL executions after ``since``, from Spark's own plans.
+
+    A scan is a file-scan operator over the table's location that read at least one data file (Delta's log
+    replays and scans of cached rows are not scans of the table); ``files`` and ``bytes`` add up what they read
+    (the sizes of the files, whatever columns were read of them).
+    Counted from the executed plans and their metrics, so a table read twice by one query counts twice.
+    """
+    store = _sql_store(spark)
+    out = {name: {"scans": 0, "files": 0, "bytes": 0} for name in tables}
+    execs = store.executionsList()
+    for i in range(execs.size()):
+        eid = execs.apply(i).executionId()
+        if eid <= since:
+            continue
+        values = store.executionMetrics(eid)
+        nodes = store.planGraph(eid).allNodes()
+        for j in range(nodes.size()):
+            node = nodes.apply(j)
+            desc = node.desc()
+            if not node.name().startswith("Scan parquet") or "_delta_log" in desc:
+                continue
+            name = next(
+                (n for n, loc in tables.items() if f"{Path(loc).resolve().as_posix()}]" in desc), None
+            )
+            if name is None:
+                continue
+            metric = {}
+            ms = node.metrics()
+            for k in range(ms.size()):
+                m = ms.apply(k)
+                raw = values.get(m.accumulatorId())
+                metric[m.name()] = raw.get() if raw.isDefined() else None
+            files = _metric_number(metric.get("number of files read")) or 0
+            if not files:  # planned but skipped (no file matched, or the stage was not run)
+                continue
+            out[name]["scans"] += 1
+            out[name]["files"] += files
+            out[name]["bytes"] += round(_metric_bytes(metric.get("size of files read")))
+    return out
+
+
+def _metric_number(text: str | None) -> int | None:
+    """A count metric as Spark's status store renders it (``"1,234"``); None when absent."""
+    if not text:
+        return None
+    digits = text.replace(",", "").split()[0]
+    return int(digits) if digits.isdigit() else None
+
+
+def _metric_bytes(text: str | None) -> float:
+    """A size metric as Spark renders it: ``"12.5 MiB"``, or a total with its breakdown after a newline."""
+    if not text:
+        return 0.0
+    first = text.strip().splitlines()[0].split()
+    if not first:
+        return 0.0
+    if first[0] == "total" and len(first) >= 3:  # "total (min, med, max (stageId: taskId))" then the values
+        first = text.strip().splitlines()[1].split()
+    units = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+    try:
+        return (
+            float(first[0].replace(",", "")) * units.get(first[1], 1) if len(first) > 1 else float(first[0])
+        )
+    except ValueError:
+        return 0.0
+
+
 def _phases(res: RunResult) -> dict[str, float]:
     return {k: _r(v) for k, v in res.phase_seconds.items()}
 
@@ -606,6 +691,8 @@ def run(args: argparse.Namespace, argv: list[str], spark: Any = None) -> dict[st
     if own_session:
         spark = get_spark("lakemon-bench")
         spark.sparkContext.setLogLevel("ERROR")
+    # scans() recognises a table by the location in each scan's description, which Spark cuts at 100 characters
+    spark.conf.set(METADATA_LENGTH, "4096")
     b = Bench(spark, out, Path(args.out))
     b.sample("session")
     init_mlflow(workdir, demo_config(workdir)["mlflow"]["experiment"])
@@ -659,12 +746,16 @@ def run(args: argparse.Namespace, argv: list[str], spark: Any = None) -> dict[st
             lambda: out.update(measure_gx(spark, workdir, paths, ds["rows"], args.days, args.gx_repeats)),
         )
 
+    sources = {k: paths[k] for k in ("predictions", "labels", "baseline")}
+
     def full_cold() -> None:
+        since = last_execution_id(spark)
         dt, res = timed_run(spark, raw, as_of=as_of)
         out.update(
             full_s=_r(dt),
             phases=_phases(res),
             spark_jobs=res.spark_jobs,
+            scans=scans(spark, since, sources),
             rows_read=res.rows_read,
             windows=len(res.windows),
             alerts_firing=res.alerts_firing,
@@ -674,11 +765,13 @@ def run(args: argparse.Namespace, argv: list[str], spark: Any = None) -> dict[st
     mem_big = b.memory[-1]
 
     def full_warm() -> None:
+        since = last_execution_id(spark)
         dt, res = timed_run(spark, raw, as_of=as_of, start=START, end=as_of)
         out.update(
             full_warm_s=_r(dt),
             phases_warm=_phases(res),
             spark_jobs_warm=res.spark_jobs,
+            scans_warm=scans(spark, since, sources),
             windows_warm=len(res.windows),
         )
 
@@ -738,8 +831,10 @@ def run(args: argparse.Namespace, argv: list[str], spark: Any = None) -> dict[st
     def incremental() -> None:
         extra = _delta(spark, paths["extra_day"])
         _save(extra, paths["predictions"], mode="append")
+        since = last_execution_id(spark)
         dt, res = timed_run(spark, raw, as_of=as_of + DAY)
         out.update(
+            incremental_scans=scans(spark, since, sources),
             incremental_s=_r(dt),
             incremental_rows=ds["rows_extra_day"],
             incremental_windows=len(res.windows),
@@ -811,6 +906,8 @@ def table(out: dict[str, Any]) -> str:
         f"{'full run, cold (baseline profiled)':<44} {f('full_s', ' s'):>14}   x{f('ratio_cold')} floor",
         f"{'full run, warm (backfill, baseline reused)':<44} {f('full_warm_s', ' s'):>14}   x{f('ratio')} floor",
         f"{'  Spark jobs cold / warm':<44} {f('spark_jobs'):>14} / {f('spark_jobs_warm')}",
+        f"{'  scans of the log cold / warm / incremental':<44} {_scan_counts(out, 'predictions'):>14}",
+        f"{'  scans of the labels, the same':<44} {_scan_counts(out, 'labels'):>14}",
         f"{'GX vs lakemon, same rules':<44} {f('gx_s', ' s'):>14} / {f('gx_lakemon_s', ' s')}"
         f"   x{f('gx_ratio')}  counts equal: {f('gx_counts_equal')}",
         f"{'naive job-per-metric (extrapolated)':<44} {f('naive_s', ' s'):>14}   x{f('naive_ratio')} full warm",
@@ -835,6 +932,14 @@ def table(out: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _scan_counts(out: dict[str, Any], table: str) -> str:
+    def n(key: str) -> str:
+        got = (out.get(key) or {}).get(table)
+        return "-" if got is None else str(got["scans"])
+
+    return f"{n('scans')} / {n('scans_warm')} / {n('incremental_scans')}"
+
+
 def write_json(path: Path, out: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2, default=str) + "\n")
@@ -847,7 +952,18 @@ def main(argv: list[str] | None = None, spark: Any = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("lakemon").setLevel(logging.INFO)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    out = run(args, argv, spark)
+    if spark is None:
+        out = run(args, argv, spark)
+    else:
+        # a session lent by the caller gets back the setting run() changes
+        length = spark.conf.get(METADATA_LENGTH, None)
+        try:
+            out = run(args, argv, spark)
+        finally:
+            if length is None:
+                spark.conf.unset(METADATA_LENGTH)
+            else:
+                spark.conf.set(METADATA_LENGTH, length)
     write_json(Path(args.out), out)
     print(table(out))
     print(f"JSON written to {args.out}")

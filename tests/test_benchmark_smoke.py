@@ -64,9 +64,11 @@ def test_benchmark_smoke(spark, tmp_path, capsys):
         "--out",
         str(out),
     ]
+    length = spark.conf.get("spark.sql.maxMetadataStringLength")
     assert _benchmark_module().main(argv, spark=spark) == 0
     assert "floor" in capsys.readouterr().out  # the printed table
-    assert spark.range(3).count() == 3  # the session it was given is still usable
+    assert spark.range(3).count() == 3  # the session it was given is still usable, its settings as they were
+    assert spark.conf.get("spark.sql.maxMetadataStringLength") == length
 
     res = json.loads(out.read_text())
     assert res["errors"] == {}, res["errors"]
@@ -78,5 +80,11 @@ def test_benchmark_smoke(spark, tmp_path, capsys):
     assert res["phases"] and all(isinstance(v, int | float) and v >= 0 for v in res["phases"].values())
     assert sum(res["phases"].values()) > 0
     assert res["incremental_windows"] == 1
+    # the run reads the log's files (a few column-pruned scans: discovery, slice values, the cached rows) and
+    # the labels'; the one-day run reads less of the log than the full run
+    for key in ("scans", "scans_warm", "incremental_scans"):
+        assert res[key]["predictions"]["scans"] >= 1 and res[key]["labels"]["scans"] >= 1, (key, res[key])
+    assert res["scans"]["baseline"]["scans"] >= 1  # the cold run profiles the baseline table
+    assert 0 < res["incremental_scans"]["predictions"]["bytes"] < res["scans_warm"]["predictions"]["bytes"]
     assert _positive(res["machine"]["cores"]) and _positive(res["machine"]["memory_gb"])
     assert res["command"].startswith("python jobs/benchmark.py --rows 20000")
