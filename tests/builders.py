@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
+import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -122,11 +124,33 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_MLFLOW_TEMPLATE: list[Path] = []
+
+
+def empty_mlflow_store(target: Path) -> None:
+    """Put an empty MLflow sqlite store, its schema already migrated, at ``target`` unless one is there.
+
+    Creating a store runs MLflow's schema migrations (~2.5 s each time here) and the suite's monitors each
+    get a store of their own: the same empty store every time, so it is made once and copied.
+    """
+    if target.exists():
+        return
+    if not _MLFLOW_TEMPLATE:
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        template = Path(tempfile.mkdtemp(prefix="lakemon-tests-mlflow-")) / "mlflow.db"
+        SqlAlchemyStore(f"sqlite:///{template}", str(template.parent / "artifacts")).engine.dispose()
+        _MLFLOW_TEMPLATE.append(template)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_MLFLOW_TEMPLATE[0], target)
+
+
 def config(dir: str | os.PathLike[str], **overrides: Any) -> dict[str, Any]:
     """A minimal monitor config dict for the log written by :func:`write_log` under ``dir``.
 
     Labels are the log's ``label`` column; the baseline is the log's first day (``baseline: {range}``);
-    the monitoring tables go to ``<dir>/monitoring`` and MLflow to ``sqlite:///<dir>/mlflow.db``. Keyword
+    the monitoring tables go to ``<dir>/monitoring`` and MLflow to ``sqlite:///<dir>/mlflow.db`` (an empty sqlite
+    store is copied to the final URI's file: :func:`empty_mlflow_store`). Keyword
     overrides are merged into the dict (nested dicts merge, other values replace, ``None`` removes a key),
     e.g. ``config(d, output={"path": ...}, baseline={"range": None, "table": ...})``.
     """
@@ -159,7 +183,11 @@ def config(dir: str | os.PathLike[str], **overrides: Any) -> dict[str, Any]:
         "performance": {"min_labeled": 50, "histogram_bins": 100},
         "drift": {"min_samples": 50, "quantile_points": 101, "sketch_k": 200},
     }
-    return _merge(base, overrides)
+    out = _merge(base, overrides)
+    uri = (out.get("mlflow") or {}).get("tracking_uri") or ""
+    if uri.startswith("sqlite:///"):
+        empty_mlflow_store(Path(uri.removeprefix("sqlite:///")))
+    return out
 
 
 def write_config(path: str | os.PathLike[str], cfg: dict[str, Any]) -> str:
