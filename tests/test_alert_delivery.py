@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
+from builders import empty_mlflow_store
 
 from lakemon import io
 from lakemon.config import parse_config
@@ -55,6 +56,7 @@ def setup(spark, tmp_path, monkeypatch):
 
 def test_run_delivers_alerts_once_without_leaking_secrets(spark, setup, monkeypatch, caplog):
     tmp = setup
+    empty_mlflow_store(tmp / "mlflow.db")
     with servers.RecordingServer() as hook, servers.pushgateway() as gateway:
         monkeypatch.setenv("LAKEMON_TEST_HOOK", f"{hook.url}/hook/{SECRET}")
         monkeypatch.setenv("LAKEMON_TEST_GATEWAY", gateway)
@@ -121,6 +123,7 @@ def test_fail_on_sets_the_exit_code(spark, setup):
     from lakemon.cli import main
 
     tmp = setup
+    empty_mlflow_store(tmp / "mlflow2.db")
     cfg = {
         "monitor": "failon",
         "model": {"name": "m"},

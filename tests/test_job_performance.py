@@ -4,10 +4,12 @@ does not grow with the number of slices or windows."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from builders import empty_mlflow_store
 from pyspark.sql import functions as F
 from sklearn import metrics as skm
 
@@ -40,6 +42,7 @@ def _binary_frame(n: int, days: int, seed: int = 3, n_slices: int = 2) -> pd.Dat
 
 
 def _config(path: str, out: str, problem: str = "binary", slices: int = 2, **extra) -> dict:
+    empty_mlflow_store(Path(out) / "mlflow.db")
     cfg = {
         "monitor": f"perf_{problem}_{slices}",
         "model": {"name": "m"},
