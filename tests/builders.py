@@ -11,6 +11,7 @@ Reusable by any test::
 
 from __future__ import annotations
 
+import atexit
 import copy
 import os
 import shutil
@@ -139,6 +140,7 @@ def empty_mlflow_store(target: Path) -> None:
         from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
         template = Path(tempfile.mkdtemp(prefix="lakemon-tests-mlflow-")) / "mlflow.db"
+        atexit.register(shutil.rmtree, template.parent, True)
         SqlAlchemyStore(f"sqlite:///{template}", str(template.parent / "artifacts")).engine.dispose()
         _MLFLOW_TEMPLATE.append(template)
     target.parent.mkdir(parents=True, exist_ok=True)
