@@ -1,7 +1,8 @@
 """spark-submit / Databricks entry point:
 ``spark-submit --packages io.delta:delta-spark_4.2_2.13:4.4.0 jobs/monitor.py --config conf/x.yaml [--start ...]``.
 
-The session is the one spark-submit (or Databricks) started; locally it is built with the Delta defaults. A
+The session is the one spark-submit (or Databricks) started; locally it is built with the Delta defaults. Under
+spark-submit the ``--conf`` passed win over lakemon's defaults (``lakemon.session.submit_conf``). A
 spark-submit without Delta on its classpath stops at start with an error naming the ``--packages`` to pass.
 """
 
