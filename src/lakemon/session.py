@@ -150,8 +150,9 @@ def get_spark(
 ) -> SparkSession:
     """Build the session once, or take the running one as it is.
 
-    When a session already exists (Databricks, ``spark-submit`` with a master, a notebook), it is
-    returned untouched: the platform owns its configuration. Otherwise a local session with the Delta
+    When a session already exists (Databricks, a notebook), it is returned untouched: the platform owns its
+    configuration. Under ``spark-submit`` (its JVM started, no session yet) the session gets only what
+    :func:`submit_conf` adds to the submitted configuration. Otherwise a local session with the Delta
     extensions is started; the Delta JAR is resolved from the local Maven repository, where
     ``scripts/setup.sh`` fetched it, so no network is needed. The jars resolved are remembered
     (:func:`classpath_file`) and later sessions take them as they are, without resolving again.
