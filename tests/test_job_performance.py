@@ -83,8 +83,11 @@ def _perf(spark, cfg) -> dict:
 def binary_run(spark, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("perf")
     df = _binary_frame(6000, 2)
+    df.loc[np.random.default_rng(8).random(len(df)) < 0.05, "s1"] = None
     _write(spark, df, str(tmp / "log"))
-    cfg = parse_config(_config(str(tmp / "log"), str(tmp / "mon")))
+    raw = _config(str(tmp / "log"), str(tmp / "mon"))
+    raw["slices"][1]["max_values"] = 2  # s1: a, b, c and NULL -> its 2 most frequent values and __other__
+    cfg = parse_config(raw)
     res = run_monitor(spark, cfg, as_of=D0 + timedelta(days=5), deliver=False)
     return df, cfg, res
 
@@ -120,6 +123,35 @@ def test_binary_metrics_equal_sklearn_per_window_and_slice(spark, binary_run):
             assert got[k("tp")]["row_count"] == len(part)
             checked += 1
     assert checked == 2 * 4
+
+
+def test_a_slice_column_keeps_its_most_frequent_values_and_groups_the_rest(spark, binary_run):
+    df, cfg, res = binary_run
+    got = _perf(spark, cfg)
+    values = df["s1"].fillna("__null__")
+    counts = values.value_counts()
+    kept = sorted(counts.index, key=lambda v: (-counts[v], v))[:2]
+    guarded = values.where(values.isin(kept), "__other__")
+    assert {sv for (_, sk, sv, _) in got if sk == "s1"} == {*kept, "__other__"}
+    labeled = df["label"].notna()
+    for (w, sk, sv, m), r in got.items():
+        if sk == "s1" and m == "labeled_count":
+            in_window = df["ts"].dt.floor("D") == pd.Timestamp(w)
+            assert r["value"] == (in_window & labeled & (guarded == sv)).sum(), (w, sv)
+    assert res.rows_read == len(df)
+
+
+def test_slice_values_and_the_row_count_come_from_one_aggregation(spark):
+    from lakemon.plan import guard_slice_values
+
+    rows = [("b", "x"), ("a", "x"), ("c", "y"), ("b", "__null__"), ("a", "x"), ("c", "z")]
+    df = spark.createDataFrame(rows, "s0 string, s1 string")
+    values, n = guard_slice_values(df, [("s0", 2), ("s1", 5)])
+    # a, b and c twice each: the two kept are the first by value; s1 under its limit keeps all
+    assert values == {"s0": ["a", "b", "__other__"], "s1": ["x", "__null__", "y", "z"]}
+    assert n == 6
+    assert guard_slice_values(df, []) == ({}, 6)
+    assert guard_slice_values(df.limit(0), [("s0", 2)]) == ({"s0": []}, 0)
 
 
 def test_min_labeled_gives_null_with_reason(spark, tmp_path):

@@ -26,6 +26,7 @@ from lakemon.context import ID, LABEL, LABELED, PRED, SCORE, TS, Results, RunCon
 from lakemon.drift import compute as drift
 from lakemon.performance import compute as perf
 from lakemon.plan import (
+    OTHER,
     WINDOW,
     Agg,
     ColumnSet,
@@ -33,6 +34,7 @@ from lakemon.plan import (
     SliceDim,
     aggregate,
     guard_slice_values,
+    raw_slice_column,
     slice_value_column,
 )
 from lakemon.profile import (
@@ -477,19 +479,6 @@ class Monitor:
                 # a run over a small part of the log (the hourly/daily case): keep only the labels of its ids,
                 # by a broadcast semi-join, before labels are grouped per id and joined (no shuffle of all labels)
                 labels_frame = _labels_frame(cfg, _labels_of(cfg, labels, rows))
-            slice_values = guard_slice_values(
-                rows, [(s.column, s.max_values) for s in cfg.slices if s.column]
-            )
-            for col, vals in slice_values.items():
-                if vals and vals[-1] == "__other__":
-                    log.warning(
-                        "[%s] slice column '%s' has more than %d values; the rest are grouped as '__other__'",
-                        cfg.monitor,
-                        col,
-                        len(vals) - 1,
-                    )
-            grouping = self._grouping(slice_values, run_rows, len(plan.windows))
-            ctx = RunContext(**{**ctx.__dict__, "grouping": grouping})
             qschema = quality.schema_with_labels(cfg, source.schema, labels)
             config_dir = os.path.dirname(self.config_path) if self.config_path else None
             gx_fast, gx_rest = quality.gx_suites(cfg, qschema, config_dir)
@@ -503,9 +492,25 @@ class Monitor:
             stored, view = self._project(rows, labels_frame, ctx, planned)
             stored = stored.persist()
             self._cached.append(stored)
-            info["rows"] = stored.count()
-            # reads the cached rows; the view's columns and the performance columns are cheap to derive
-            proj = stored.select("*", *view).withColumns(perf.projection(ctx))
+            # the action that fills the cache also counts its rows and finds the slices' values
+            slices = [(f"__s{i}", s.column, s.max_values) for i, s in enumerate(cfg.slices) if s.column]
+            found, info["rows"] = guard_slice_values(stored, [(name, most) for name, _, most in slices])
+            slice_values = {column: found[name] for name, column, _ in slices}
+            for column, vals in slice_values.items():
+                if vals and vals[-1] == OTHER:
+                    log.warning(
+                        "[%s] slice column '%s' has more than %d values; the rest are grouped as '%s'",
+                        cfg.monitor,
+                        column,
+                        len(vals) - 1,
+                        OTHER,
+                    )
+            grouping = self._grouping(slice_values, run_rows, len(plan.windows))
+            ctx = RunContext(**{**ctx.__dict__, "grouping": grouping})
+            guarded = {n: slice_value_column(F.col(n), vals) for n, vals in found.items() if OTHER in vals}
+            # reads the cached rows; the view's columns, the guarded slice values and the performance columns are
+            # cheap to derive
+            proj = stored.select("*", *view).withColumns(guarded).withColumns(perf.projection(ctx))
             result.rows_read = int(info["rows"])
 
         with self.phases.phase("aggregate"):
@@ -906,16 +911,19 @@ class Monitor:
             rows_per_cell=rows_per_window / combos,
         )
 
-    def _slice_columns(self, df: DataFrame) -> list[Any]:
+    def _slice_columns(self, df: DataFrame, guarded: bool = True) -> list[Any]:
+        """Each slice's value as ``__s<i>``: a column slice's value guarded by the run's slice values
+        (``guarded=False``: as :func:`raw_slice_column` gives it, before they are known), an expression's
+        ``true``/``false``/``__null__``."""
         from pyspark.sql import functions as F
 
         out = []
         for i, s in enumerate(self.cfg.slices):
             if s.column:
                 if s.column in df.columns:
-                    out.append(
-                        slice_value_column(s.column, self._slice_values.get(s.column, [])).alias(f"__s{i}")
-                    )
+                    raw = raw_slice_column(s.column)
+                    value = slice_value_column(raw, self._slice_values.get(s.column, [])) if guarded else raw
+                    out.append(value.alias(f"__s{i}"))
                 else:
                     out.append(F.lit(None).cast("string").alias(f"__s{i}"))
             else:
@@ -956,7 +964,7 @@ class Monitor:
             else:
                 label_src = F.col(f"`{cfg.labels.column}`")
         df = qc.add_derived_columns(df, planned)
-        cols = [F.col(WINDOW), *self._slice_columns(df)]
+        cols = [F.col(WINDOW), *self._slice_columns(df, guarded=False)]
         stored: set[str] = set()
         for c in ctx.columns.all:
             if ctx.columns.role(c) == "label":

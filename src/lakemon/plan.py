@@ -247,53 +247,56 @@ class ColumnSet:
         return self.roles.get(column, "feature")
 
 
-def guard_slice_values(df: DataFrame, columns: Sequence[tuple[str, int]]) -> dict[str, list[str]]:
-    """The most frequent values of each slice column (at most ``max_values`` each), in ONE aggregation.
+def guard_slice_values(df: DataFrame, columns: Sequence[tuple[str, int]]) -> tuple[dict[str, list[str]], int]:
+    """The most frequent values of each slice column (at most ``max_values`` each) and ``df``'s row count, in
+    ONE aggregation.
 
-    Values beyond the limit are grouped as ``__other__`` by :func:`slice_value_column`. Only the kept
-    values (bounded) reach the driver.
+    ``columns`` are ``(name, max_values)`` of columns of ``df`` that hold slice values as
+    :func:`raw_slice_column` gives them (strings, NULL as ``__null__``). Values beyond the limit are grouped as
+    ``__other__`` by :func:`slice_value_column`; the most frequent are kept, ties broken by the value. Only the
+    kept values (bounded) reach the driver. The run calls it on its cached rows, so the action that fills the
+    cache also counts the rows and finds the slices' values (no scan of the log of its own).
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     if not columns:
-        return {}
+        return {}, int(df.count())
     stacked = df.select(
         F.explode(
-            F.array(
-                *[
-                    F.struct(
-                        F.lit(c).alias("k"),
-                        F.coalesce(F.col(f"`{c}`").cast("string"), F.lit(NULL_VALUE)).alias("v"),
-                    )
-                    for c, _ in columns
-                ]
-            )
+            F.array(*[F.struct(F.lit(c).alias("k"), F.col(f"`{c}`").alias("v")) for c, _ in columns])
         ).alias("kv")
     ).select("kv.k", "kv.v")
     counts = stacked.groupBy("k", "v").count()
     limits = F.create_map(*[x for c, n in columns for x in (F.lit(c), F.lit(n + 1))])
-    ranked = counts.withColumn(
-        "r", F.row_number().over(Window.partitionBy("k").orderBy(F.desc("count"), "v"))
+    by_column = Window.partitionBy("k")
+    ranked = counts.withColumn("r", F.row_number().over(by_column.orderBy(F.desc("count"), "v"))).withColumn(
+        "rows", F.sum("count").over(by_column)
     )
     kept = ranked.where(F.col("r") <= limits[F.col("k")]).collect()  # bounded: <= max_values+1 per column
     out: dict[str, list[tuple[int, str]]] = {c: [] for c, _ in columns}
+    rows = 0
     for row in kept:
         out[row["k"]].append((row["r"], row["v"]))
+        rows = int(row["rows"])  # every column counts every row once
     result: dict[str, list[str]] = {}
     for c, n in columns:
         vals = [v for _, v in sorted(out[c])]
-        result[c] = vals[:n] if len(vals) > n else vals
-        if len(vals) > n:
-            result[c] = [*vals[:n], OTHER]
-    return result
+        result[c] = [*vals[:n], OTHER] if len(vals) > n else vals
+    return result, rows
 
 
-def slice_value_column(column: str, kept: Sequence[str]) -> Column:
-    """The guarded slice value: the value itself if kept, ``__null__`` for NULL, else ``__other__``."""
+def raw_slice_column(column: str) -> Column:
+    """A slice column's value as a string, ``__null__`` for NULL (before :func:`slice_value_column`)."""
     from pyspark.sql import functions as F
 
-    raw = F.coalesce(F.col(f"`{column}`").cast("string"), F.lit(NULL_VALUE))
+    return F.coalesce(F.col(f"`{column}`").cast("string"), F.lit(NULL_VALUE))
+
+
+def slice_value_column(raw: Column, kept: Sequence[str]) -> Column:
+    """The guarded slice value of ``raw`` (a :func:`raw_slice_column`): itself if kept, else ``__other__``."""
+    from pyspark.sql import functions as F
+
     keep = [v for v in kept if v != OTHER]
     if OTHER not in kept:
         return raw
