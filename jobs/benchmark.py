@@ -83,6 +83,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from lakemon import io
 from lakemon.cli import DEFAULT_PARALLEL
 from lakemon.config import CheckSpec, parse_config
 from lakemon.demo import demo_config
@@ -349,82 +350,26 @@ def timed_run(spark: Any, raw: dict[str, Any], **kw: Any) -> tuple[float, RunRes
 METADATA_LENGTH = "spark.sql.maxMetadataStringLength"
 
 
-def _sql_store(spark: Any) -> Any:
-    return spark._jsparkSession.sharedState().statusStore()  # Spark's SQL status store (kept with the UI off)
-
-
 def last_execution_id(spark: Any) -> int:
     """The id of the session's latest SQL execution (-1 when none): what a later :func:`scans` counts from."""
-    ids = _sql_store(spark).executionsList()
-    return max((ids.apply(i).executionId() for i in range(ids.size())), default=-1)
+    return io.last_execution_id(spark)
 
 
 def scans(spark: Any, since: int, tables: dict[str, str]) -> dict[str, dict[str, int]]:
-    """Scans of each table's data files by the SQL executions after ``since``, from Spark's own plans.
-
-    A scan is a file-scan operator over the table's location that read at least one data file (Delta's log
-    replays and scans of cached rows are not scans of the table); ``files`` and ``bytes`` add up what they read
-    (the sizes of the files, whatever columns were read of them).
-    Counted from the executed plans and their metrics, so a table read twice by one query counts twice.
+    """Scans of each table's data files by the SQL executions after ``since`` (:func:`lakemon.io.file_scans`):
+    a file-scan operator over the table's location that read at least one data file, with the files it read
+    and their bytes; a table read twice by one query counts twice.
     """
-    store = _sql_store(spark)
     out = {name: {"scans": 0, "files": 0, "bytes": 0} for name in tables}
-    execs = store.executionsList()
-    for i in range(execs.size()):
-        eid = execs.apply(i).executionId()
-        if eid <= since:
-            continue
-        values = store.executionMetrics(eid)
-        nodes = store.planGraph(eid).allNodes()
-        for j in range(nodes.size()):
-            node = nodes.apply(j)
-            desc = node.desc()
-            if not node.name().startswith("Scan parquet") or "_delta_log" in desc:
-                continue
-            name = next(
-                (n for n, loc in tables.items() if f"{Path(loc).resolve().as_posix()}]" in desc), None
-            )
-            if name is None:
-                continue
-            metric = {}
-            ms = node.metrics()
-            for k in range(ms.size()):
-                m = ms.apply(k)
-                raw = values.get(m.accumulatorId())
-                metric[m.name()] = raw.get() if raw.isDefined() else None
-            files = _metric_number(metric.get("number of files read")) or 0
-            if not files:  # planned but skipped (no file matched, or the stage was not run)
-                continue
-            out[name]["scans"] += 1
-            out[name]["files"] += files
-            out[name]["bytes"] += round(_metric_bytes(metric.get("size of files read")))
-    return out
-
-
-def _metric_number(text: str | None) -> int | None:
-    """A count metric as Spark's status store renders it (``"1,234"``); None when absent."""
-    if not text:
-        return None
-    digits = text.replace(",", "").split()[0]
-    return int(digits) if digits.isdigit() else None
-
-
-def _metric_bytes(text: str | None) -> float:
-    """A size metric as Spark renders it: ``"12.5 MiB"``, or a total with its breakdown after a newline."""
-    if not text:
-        return 0.0
-    first = text.strip().splitlines()[0].split()
-    if not first:
-        return 0.0
-    if first[0] == "total" and len(first) >= 3:  # "total (min, med, max (stageId: taskId))" then the values
-        first = text.strip().splitlines()[1].split()
-    units = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
-    try:
-        return (
-            float(first[0].replace(",", "")) * units.get(first[1], 1) if len(first) > 1 else float(first[0])
+    for scan in io.file_scans(spark, since):
+        name = next(
+            (n for n, loc in tables.items() if f"{Path(loc).resolve().as_posix()}]" in scan.description), None
         )
-    except ValueError:
-        return 0.0
+        if name is not None:
+            out[name]["scans"] += 1
+            out[name]["files"] += scan.files
+            out[name]["bytes"] += scan.bytes
+    return out
 
 
 def _phases(res: RunResult) -> dict[str, float]:

@@ -9,9 +9,12 @@ more than gain files: a compaction or a rewrite (files removed) or rows deleted 
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlparse
 
+import pytest
 from builders import START, config, log_frame, read_table, write_log
 
 from lakemon import io
@@ -53,8 +56,22 @@ def test_appended_files_give_the_facts_of_a_scan(spark, tmp_path):
     assert {r["source_version"] for r in stored} == {_version(spark, path)}
     assert sorted(r["window_start"] for r in stored) == info["windows"]
 
+    # what a run read is what its queries read: the first one scans every file of the log twice (discovery, then
+    # the rows of its windows), a run with nothing new none of them (only the few kB of stored facts)
+    log_bytes = spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()["sizeInBytes"]
+    assert first.bytes_read == pytest.approx(2 * log_bytes, rel=0.01)
+
     same = run_monitor(spark, cfg, as_of=info["as_of"], deliver=False)
     assert same.discovery == "appended" and same.windows == []  # the stored facts as they are
+    smallest = min(
+        os.path.getsize(urlparse(f).path) for f in spark.read.format("delta").load(path).inputFiles()
+    )
+    assert 0 < same.bytes_read < smallest
+    runs = read_table(spark, raw, "runs").collect()
+    assert {r["run_id"]: r["bytes_read"] for r in runs} == {
+        first.run_id: first.bytes_read,
+        same.run_id: same.bytes_read,
+    }
 
     # a new day, and late rows for day 1, in two appends
     _append(spark, path, 200, 3, "new")

@@ -120,6 +120,91 @@ def read_table_detail(
     return df, table_detail(spark, table)
 
 
+@dataclass(frozen=True)
+class Scan:
+    """A file scan of a SQL execution that read data files: its node's description, files and their bytes."""
+
+    description: str
+    files: int
+    bytes: int
+
+
+def _sql_store(spark: SparkSession) -> Any:
+    return spark._jsparkSession.sharedState().statusStore()  # type: ignore[attr-defined]  # kept with the UI off
+
+
+def last_execution_id(spark: SparkSession) -> int:
+    """The id of the session's latest SQL execution (-1 when none), to count :func:`file_scans` from."""
+    ids = _sql_store(spark).executionsList()  # in the order of their ids
+    n = ids.size()
+    return int(ids.apply(n - 1).executionId()) if n else -1
+
+
+def file_scans(spark: SparkSession, since: int, descriptions: Sequence[str] | None = None) -> list[Scan]:
+    """The file scans that read data files in the session's SQL executions after ``since``, from Spark's SQL
+    status store (executed plans and their metrics); with ``descriptions``, only in executions described by
+    one of them exactly (the jobs' description: a run's phase). Reads of Delta's transaction logs are left out,
+    and reads of cached rows are not file scans. Bytes are the sizes of the files read, whatever columns were
+    read of them; a table read twice counts twice.
+    """
+    store = _sql_store(spark)
+    wanted = set(descriptions) if descriptions is not None else None
+    out: list[Scan] = []
+    execs = store.executionsList()
+    for i in range(execs.size() - 1, -1, -1):  # newest first, down to ``since``
+        ex = execs.apply(i)
+        eid = ex.executionId()
+        if eid <= since:
+            break
+        if wanted is not None and ex.description() not in wanted:
+            continue
+        values = store.executionMetrics(eid)
+        nodes = store.planGraph(eid).allNodes()
+        for j in range(nodes.size()):
+            node = nodes.apply(j)
+            if not node.name().startswith("Scan "):
+                continue
+            desc = node.desc()
+            if "_delta_log" in desc or "DeltaLogFileIndex" in desc:
+                continue
+            metric: dict[str, str | None] = {}
+            ms = node.metrics()
+            for k in range(ms.size()):
+                m = ms.apply(k)
+                raw = values.get(m.accumulatorId())
+                metric[m.name()] = raw.get() if raw.isDefined() else None
+            files = metric_number(metric.get("number of files read")) or 0
+            if files:  # else planned but skipped (no file matched, or the stage was not run)
+                out.append(Scan(desc, files, round(metric_bytes(metric.get("size of files read")))))
+    return out
+
+
+def metric_number(text: str | None) -> int | None:
+    """A count metric as Spark's status store renders it (``"1,234"``); None when absent."""
+    if not text:
+        return None
+    digits = text.replace(",", "").split()[0]
+    return int(digits) if digits.isdigit() else None
+
+
+def metric_bytes(text: str | None) -> float:
+    """A size metric as Spark renders it: ``"12.5 MiB"``, or a total with its breakdown after a newline."""
+    if not text:
+        return 0.0
+    first = text.strip().splitlines()[0].split()
+    if not first:
+        return 0.0
+    if first[0] == "total" and len(first) >= 3:  # "total (min, med, max (stageId: taskId))" then the values
+        first = text.strip().splitlines()[1].split()
+    units = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+    try:
+        return (
+            float(first[0].replace(",", "")) * units.get(first[1], 1) if len(first) > 1 else float(first[0])
+        )
+    except ValueError:
+        return 0.0
+
+
 def table_version(spark: SparkSession, table: str) -> int | None:
     """The Delta version currently read (for ``runs.source_version`` and baseline keys)."""
     from delta.tables import DeltaTable

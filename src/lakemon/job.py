@@ -13,7 +13,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -78,6 +78,10 @@ log = logging.getLogger("lakemon")
 
 BASELINE_WINDOW = datetime(1970, 1, 1)
 NUMERIC_TYPES = ("double", "float", "int", "bigint", "smallint", "tinyint", "decimal")
+DESCRIPTION = "spark.job.description"  # Spark's local property: the description of the jobs a thread starts
+# The phases that read the log, labels and baseline (aggregate and samples only if the cached rows were lost):
+# runs.bytes_read adds up the files they read. Discovery also reads the few kB of facts the last run stored.
+SOURCE_PHASES = ("discover", "project", "aggregate", "baseline_scan", "great_expectations", "samples")
 # Up to this many ids (tens of MB on the driver) are broadcast to a join instead of shuffling the big side.
 _BROADCAST_ROWS = 1_000_000
 # rows per finest-grain group (window x combination of slice values) from which sketches are computed there
@@ -109,6 +113,8 @@ class RunResult:
     phase_seconds: dict[str, float] = field(default_factory=dict)
     phase_jobs: dict[str, int] = field(default_factory=dict)
     spark_jobs: int = 0
+    # bytes of the files read by the phases that read the log, labels and baseline (runs.bytes_read)
+    bytes_read: int | None = None
     error: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
 
@@ -116,11 +122,18 @@ class RunResult:
 class Phases:
     """Times the phases of a run and logs one line per phase with its rows and seconds."""
 
-    def __init__(self, monitor: str, job_count: Any = None) -> None:
+    def __init__(
+        self,
+        monitor: str,
+        job_count: Any = None,
+        describe: Callable[[str], AbstractContextManager[Any]] | None = None,
+    ) -> None:
         self.monitor = monitor
         self.seconds: dict[str, float] = {}
         self.jobs: dict[str, int] = {}
         self._job_count = job_count or (lambda: 0)
+        # names the phase in the description of the Spark jobs and SQL executions it starts
+        self._describe = describe or (lambda name: nullcontext())
 
     @contextmanager
     def phase(self, name: str, rows: Any = None) -> Iterator[dict[str, Any]]:
@@ -129,7 +142,8 @@ class Phases:
         t0 = time.perf_counter()
         j0 = self._job_count()
         try:
-            yield info
+            with self._describe(name):
+                yield info
         finally:
             dt = time.perf_counter() - t0
             self.seconds[name] = self.seconds.get(name, 0.0) + dt
@@ -300,7 +314,9 @@ class Monitor:
         self.run_id = uuid.uuid4().hex
         self.started_at = _now()
         tracker = spark.sparkContext.statusTracker()
-        self.phases = Phases(cfg.monitor, lambda: len(tracker.getJobIdsForGroup(self.run_id)))
+        self.phases = Phases(
+            cfg.monitor, lambda: len(tracker.getJobIdsForGroup(self.run_id)), self._described
+        )
         self.probs = np.linspace(0.0, 1.0, cfg.drift.quantile_points)
         self._cached: list[DataFrame] = []
         # what the run learns before the baseline is loaded: discovery's facts, the Delta versions read (source
@@ -321,7 +337,8 @@ class Monitor:
         from lakemon.tracking import record as tracking_glue
 
         sc = self.spark.sparkContext
-        sc.setJobGroup(self.run_id, f"lakemon {self.cfg.monitor}", interruptOnCancel=False)
+        since = self._last_execution()
+        sc.setJobGroup(self.run_id, self._description(), interruptOnCancel=False)
         tracking_glue.preload(self.cfg)
         result = RunResult(self.run_id, self.cfg.monitor, "running")
         run_row: dict[str, Any] = {
@@ -355,8 +372,10 @@ class Monitor:
             result.phase_seconds = dict(self.phases.seconds)
             result.phase_jobs = dict(self.phases.jobs)
             result.spark_jobs = len(sc.statusTracker().getJobIdsForGroup(self.run_id))
+            result.bytes_read = self._bytes_read(since)
             run_row.update(
                 finished_at=_now(),
+                bytes_read=result.bytes_read,
                 phase_seconds=result.phase_seconds,
                 spark_jobs=result.spark_jobs,
                 windows=len(result.windows),
@@ -375,6 +394,40 @@ class Monitor:
                 tracking_glue.log_failed_run(self, result)
             sc.setJobGroup("", "")
         return result
+
+    def _description(self, phase: str | None = None) -> str:
+        """The description of the run's Spark jobs (in the Spark UI and its SQL executions), with the phase."""
+        return f"lakemon {self.cfg.monitor} (run {self.run_id})" + (f" {phase}" if phase else "")
+
+    @contextmanager
+    def _described(self, phase: str) -> Iterator[None]:
+        """The Spark jobs this thread starts meanwhile are described with the phase (see :meth:`_description`)."""
+        sc = self.spark.sparkContext
+        before = sc.getLocalProperty(DESCRIPTION)
+        sc.setLocalProperty(DESCRIPTION, self._description(phase))
+        try:
+            yield
+        finally:
+            sc.setLocalProperty(DESCRIPTION, before)  # type: ignore[arg-type]  # None removes it
+
+    def _last_execution(self) -> int | None:
+        try:
+            return io.last_execution_id(self.spark)
+        except Exception as err:  # Spark's SQL status store is bookkeeping: a run goes on without it
+            log.warning("[%s] bytes read will not be counted: %s", self.cfg.monitor, err)
+            return None
+
+    def _bytes_read(self, since: int | None) -> int | None:
+        """Bytes of the files the run read in the phases that read its sources (see :data:`SOURCE_PHASES`), from
+        Spark's executed plans; None when they are not available."""
+        if since is None:
+            return None
+        try:
+            phases = [self._description(p) for p in SOURCE_PHASES]
+            return sum(s.bytes for s in io.file_scans(self.spark, since, phases))
+        except Exception as err:
+            log.warning("[%s] bytes read not counted: %s", self.cfg.monitor, err)
+            return None
 
     def _compact(self) -> None:
         """Compact the monitoring tables' small files (every ``output.compact_every`` runs of the monitor).
@@ -417,7 +470,6 @@ class Monitor:
             if cfg.labels is not None:
                 label_type = _type_of((labels if labels is not None else source).schema, cfg.labels.column)
             columns = resolve_columns(cfg, source.schema, label_type)
-            run_row["bytes_read"] = (self._source_detail or {}).get("sizeInBytes")
 
         with self.phases.phase("discover") as info:
             # the log's scan and the (latency-bound) read of the stored window state overlap
