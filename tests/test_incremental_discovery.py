@@ -140,3 +140,15 @@ def test_labels_table_without_timestamps(spark, tmp_path):
     assert late.reasons == {START + DAY: "new_labels"}
     state = {r["window_start"]: r for r in read_table(spark, raw, "window_state").collect()}
     assert state[START + DAY]["labeled_count"] == 200
+
+
+def test_spark_metric_texts_are_read_as_numbers() -> None:
+    """Sizes and counts as Spark's status store renders them (what ``runs.bytes_read`` adds up)."""
+    assert io.metric_bytes("28.4 KiB") == pytest.approx(28.4 * 2**10)
+    total = (
+        "total (min, med, max (stageId: taskId))\n62.0 MiB (31.0 MiB, 31.0 MiB, 31.0 MiB (stage 3.0: task 4))"
+    )
+    assert io.metric_bytes(total) == pytest.approx(62 * 2**20)
+    assert io.metric_bytes("512.0 B") == 512 and io.metric_bytes("1.5 GiB") == 1.5 * 2**30
+    assert io.metric_bytes(None) == 0.0 and io.metric_bytes("n/a") == 0.0
+    assert io.metric_number("1,234") == 1234 and io.metric_number(None) is None
