@@ -255,9 +255,20 @@ def test_alerts_raised_for_incidents(spark, demo):
     assert not stray
 
 
-def test_mlflow_run_logged(demo):
+def test_mlflow_run_logged(spark, demo):
     db = demo["wd"] / "mlflow.db"
     con = sqlite3.connect(db)
+    metrics = dict(
+        con.execute(
+            "select key, value from metrics where run_uuid = ?", (demo["result"].mlflow_run_id,)
+        ).fetchall()
+    )
+    # what the run read, as in its `runs` row: discovery and the projection each read every file of the log
+    [run] = _table(spark, demo, "runs").where(F.col("run_id") == demo["result"].run_id).collect()
+    log_bytes = spark.sql(f"DESCRIBE DETAIL delta.`{demo['wd'] / 'data' / 'predictions'}`").first()[
+        "sizeInBytes"
+    ]
+    assert metrics["rows_read"] == ROWS and metrics["bytes_read"] == run["bytes_read"] >= 2 * log_bytes * 0.99
     tags = dict(
         con.execute(
             "select key, value from tags where run_uuid = ?", (demo["result"].mlflow_run_id,)

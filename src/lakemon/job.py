@@ -330,6 +330,9 @@ class Monitor:
         self._source_windows_version: int | None = None
         self._keep_source_windows = False
         self.discovery = "scan"
+        # the last SQL execution before the run (None: no SQL status store), and whether bytes_read is counted
+        self._since: int | None = None
+        self._bytes_counted = False
 
     # ------------------------------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -337,7 +340,7 @@ class Monitor:
         from lakemon.tracking import record as tracking_glue
 
         sc = self.spark.sparkContext
-        since = self._last_execution()
+        self._since = self._last_execution()
         sc.setJobGroup(self.run_id, self._description(), interruptOnCancel=False)
         tracking_glue.preload(self.cfg)
         result = RunResult(self.run_id, self.cfg.monitor, "running")
@@ -372,7 +375,8 @@ class Monitor:
             result.phase_seconds = dict(self.phases.seconds)
             result.phase_jobs = dict(self.phases.jobs)
             result.spark_jobs = len(sc.statusTracker().getJobIdsForGroup(self.run_id))
-            result.bytes_read = self._bytes_read(since)
+            if not self._bytes_counted:  # the run failed before its MLflow run was logged
+                self._count_bytes_read(result)
             run_row.update(
                 finished_at=_now(),
                 bytes_read=result.bytes_read,
@@ -417,17 +421,18 @@ class Monitor:
             log.warning("[%s] bytes read will not be counted: %s", self.cfg.monitor, err)
             return None
 
-    def _bytes_read(self, since: int | None) -> int | None:
-        """Bytes of the files the run read in the phases that read its sources (see :data:`SOURCE_PHASES`), from
-        Spark's executed plans; None when they are not available."""
-        if since is None:
-            return None
+    def _count_bytes_read(self, result: RunResult) -> None:
+        """``result.bytes_read``: the bytes of the files the run read in the phases that read its sources (see
+        :data:`SOURCE_PHASES`), from Spark's executed plans; None when they are not available. Counted once
+        those phases are over, before the MLflow run is logged."""
+        self._bytes_counted = True
+        if self._since is None:
+            return
         try:
             phases = [self._description(p) for p in SOURCE_PHASES]
-            return sum(s.bytes for s in io.file_scans(self.spark, since, phases))
+            result.bytes_read = sum(s.bytes for s in io.file_scans(self.spark, self._since, phases))
         except Exception as err:
             log.warning("[%s] bytes read not counted: %s", self.cfg.monitor, err)
-            return None
 
     def _compact(self) -> None:
         """Compact the monitoring tables' small files (every ``output.compact_every`` runs of the monitor).
@@ -491,6 +496,7 @@ class Monitor:
             log.info("[%s] nothing to do: no new or changed complete windows", cfg.monitor)
             self._store_source_windows()
             result.summary = {"windows": 0}
+            self._count_bytes_read(result)
             result.mlflow_run_id = tracking_glue.log_success(self, result, {}, [], run_row)
             return
         log.info(
@@ -636,6 +642,7 @@ class Monitor:
         )
         with self.phases.phase("track"):
             result.summary = tracking_glue.summary(self, ctx, tables, result)
+            self._count_bytes_read(result)
             result.mlflow_run_id = tracking_glue.log_success(self, result, tables, alert_rows, run_row)
             if self.deliver:
                 tracking_glue.deliver(self, result, alert_rows, tables)

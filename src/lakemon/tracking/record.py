@@ -398,6 +398,7 @@ def log_success(
     }
     metrics: dict[str, float | None] = {
         "rows_read": float(result.rows_read),
+        "bytes_read": None if result.bytes_read is None else float(result.bytes_read),
         "windows": float(len(result.windows)),
         "alerts_firing": float(alerts.get("firing", 0)),
         "quality_checks_failed": float(summ.get("quality_checks_failed", 0)),
