@@ -350,11 +350,6 @@ def timed_run(spark: Any, raw: dict[str, Any], **kw: Any) -> tuple[float, RunRes
 METADATA_LENGTH = "spark.sql.maxMetadataStringLength"
 
 
-def last_execution_id(spark: Any) -> int:
-    """The id of the session's latest SQL execution (-1 when none): what a later :func:`scans` counts from."""
-    return io.last_execution_id(spark)
-
-
 def scans(spark: Any, since: int, tables: dict[str, str]) -> dict[str, dict[str, int]]:
     """Scans of each table's data files by the SQL executions after ``since`` (:func:`lakemon.io.file_scans`):
     a file-scan operator over the table's location that read at least one data file, with the files it read
@@ -694,7 +689,7 @@ def run(args: argparse.Namespace, argv: list[str], spark: Any = None) -> dict[st
     sources = {k: paths[k] for k in ("predictions", "labels", "baseline")}
 
     def full_cold() -> None:
-        since = last_execution_id(spark)
+        since = io.last_execution_id(spark)
         dt, res = timed_run(spark, raw, as_of=as_of)
         out.update(
             full_s=_r(dt),
@@ -710,7 +705,7 @@ def run(args: argparse.Namespace, argv: list[str], spark: Any = None) -> dict[st
     mem_big = b.memory[-1]
 
     def full_warm() -> None:
-        since = last_execution_id(spark)
+        since = io.last_execution_id(spark)
         dt, res = timed_run(spark, raw, as_of=as_of, start=START, end=as_of)
         out.update(
             full_warm_s=_r(dt),
@@ -776,7 +771,7 @@ def run(args: argparse.Namespace, argv: list[str], spark: Any = None) -> dict[st
     def incremental() -> None:
         extra = _delta(spark, paths["extra_day"])
         _save(extra, paths["predictions"], mode="append")
-        since = last_execution_id(spark)
+        since = io.last_execution_id(spark)
         dt, res = timed_run(spark, raw, as_of=as_of + DAY)
         out.update(
             incremental_scans=scans(spark, since, sources),

@@ -80,7 +80,7 @@ def test_benchmark_smoke(spark, tmp_path, capsys):
     assert res["phases"] and all(isinstance(v, int | float) and v >= 0 for v in res["phases"].values())
     assert sum(res["phases"].values()) > 0
     assert res["incremental_windows"] == 1
-    # the run reads the log's files (a few column-pruned scans: discovery, slice values, the cached rows) and
+    # the run reads the log's files (column-pruned scans: discovery, the rows it caches) and
     # the labels'; the one-day run reads less of the log than the full run
     for key in ("scans", "scans_warm", "incremental_scans"):
         assert res[key]["predictions"]["scans"] >= 1 and res[key]["labels"]["scans"] >= 1, (key, res[key])
