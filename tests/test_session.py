@@ -34,6 +34,7 @@ def test_missing_tuning_names_each_setting_a_session_lacks() -> None:
         "spark.sql.codegen.maxFields": "100",
         "spark.sql.codegen.cache.maxEntries": "100",
         "spark.sql.objectHashAggregate.sortBased.fallbackThreshold": "128",
+        "spark.python.sql.dataFrameDebugging.enabled": "true",
     }
     assert missing_tuning(defaults.get) == [f"{k}={v}" for k, v in TUNING.items()]
     # larger numbers and the JVM flag among other options are enough
@@ -42,6 +43,7 @@ def test_missing_tuning_names_each_setting_a_session_lacks() -> None:
         "spark.sql.codegen.cache.maxEntries": "1000",
         "spark.sql.objectHashAggregate.sortBased.fallbackThreshold": "4096",
         "spark.driver.extraJavaOptions": "-Xss4m -XX:-DontCompileHugeMethods -Dfoo=bar",
+        "spark.python.sql.dataFrameDebugging.enabled": "False",
     }
     assert missing_tuning(roomy.get) == []
     # a flag that only starts like it is not it
@@ -52,7 +54,10 @@ def test_missing_tuning_names_each_setting_a_session_lacks() -> None:
 def test_a_session_lakemon_built_has_the_tuning_and_a_session_without_it_is_named(
     spark: Any, caplog: Any
 ) -> None:
+    from pyspark.errors.utils import is_debugging_enabled
+
     assert missing_tuning(lambda key: spark.conf.get(key, None)) == []
+    assert not is_debugging_enabled()  # PySpark reads the static setting: no call-site capture per Column
     with caplog.at_level(logging.WARNING, logger="lakemon"):
         assert get_spark("another") is spark  # the running session is taken as it is
     assert not [r for r in caplog.records if "lacks settings" in r.getMessage()]

@@ -31,6 +31,10 @@ TUNING: dict[str, str] = {
     "spark.sql.objectHashAggregate.sortBased.fallbackThreshold": "4096",
     # Generated code for wide aggregations exceeds HotSpot's 8,000-byte JIT limit and would run interpreted.
     "spark.driver.extraJavaOptions": "-XX:-DontCompileHugeMethods",
+    # PySpark 4 records the Python call site of every Column function for error messages, at ~5 JVM round trips
+    # a call; a run builds thousands of Columns (a one-day run: 58k round trips with it, 24k without). Errors
+    # keep their query context, without the Python line. Static: set when the session starts.
+    "spark.python.sql.dataFrameDebugging.enabled": "false",
 }
 
 LOCAL_DEFAULTS: dict[str, str] = {
@@ -129,13 +133,15 @@ def missing_tuning(get: Callable[[str], str | None]) -> list[str]:
     """The :data:`TUNING` settings a session lacks, as ``key=value`` (``get`` reads the session's setting).
 
     A numeric setting counts as present when it is at least lakemon's value; the JVM option when its flag is
-    among the driver's options.
+    among the driver's options; a switch when it has lakemon's value.
     """
     missing = []
     for key, want in TUNING.items():
-        have = get(key) or ""
+        have = (get(key) or "").strip()
         if key == "spark.driver.extraJavaOptions":
             ok = want in have.split()
+        elif want in ("true", "false"):
+            ok = have.lower() == want
         else:
             ok = have.isdigit() and int(have) >= int(want)
         if not ok:
