@@ -313,10 +313,7 @@ class Monitor:
         self.window = cfg.window
         self.run_id = uuid.uuid4().hex
         self.started_at = _now()
-        tracker = spark.sparkContext.statusTracker()
-        self.phases = Phases(
-            cfg.monitor, lambda: len(tracker.getJobIdsForGroup(self.run_id)), self._described
-        )
+        self.phases = Phases(cfg.monitor, lambda: io.job_count(spark, self.run_id), self._described)
         self.probs = np.linspace(0.0, 1.0, cfg.drift.quantile_points)
         self._cached: list[DataFrame] = []
         # what the run learns before the baseline is loaded: discovery's facts, the Delta versions read (source
@@ -374,7 +371,7 @@ class Monitor:
         finally:
             result.phase_seconds = dict(self.phases.seconds)
             result.phase_jobs = dict(self.phases.jobs)
-            result.spark_jobs = len(sc.statusTracker().getJobIdsForGroup(self.run_id))
+            result.spark_jobs = io.job_count(self.spark, self.run_id)
             if not self._bytes_counted:  # the run failed before its MLflow run was logged
                 self._count_bytes_read(result)
             run_row.update(
