@@ -13,7 +13,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -125,15 +125,15 @@ class Phases:
     def __init__(
         self,
         monitor: str,
-        job_count: Any = None,
-        describe: Callable[[str], AbstractContextManager[Any]] | None = None,
+        job_count: Callable[[], int],
+        describe: Callable[[str], AbstractContextManager[Any]],
     ) -> None:
         self.monitor = monitor
         self.seconds: dict[str, float] = {}
         self.jobs: dict[str, int] = {}
-        self._job_count = job_count or (lambda: 0)
+        self._job_count = job_count
         # names the phase in the description of the Spark jobs and SQL executions it starts
-        self._describe = describe or (lambda name: nullcontext())
+        self._describe = describe
 
     @contextmanager
     def phase(self, name: str, rows: Any = None) -> Iterator[dict[str, Any]]:
