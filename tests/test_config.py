@@ -39,11 +39,20 @@ def test_demo_config_is_valid():
         (lambda r: r["slices"].append({"column": "region"}), "slice keys must be unique"),
         (lambda r: r.update(baseline={}), "baseline needs exactly one of 'table' or 'range'"),
         (lambda r: r["labels"].pop("id"), "labels.id is required"),
+        (lambda r: r["labels"].update(max_lead="soon"), "config key 'labels.max_lead'"),
+        (lambda r: r["labels"].update(max_lead="0 days"), None),
+        (
+            lambda r: r["labels"].update(max_lead="1 hour", timestamp=None),
+            "labels.max_lead needs labels.table and labels.timestamp",
+        ),
     ],
 )
 def test_bad_config_names_the_key(mutate, expected):
     raw = _raw()
     mutate(raw)
+    if expected is None:  # the valid neighbour of a bad value
+        parse_config(raw, "demo.yaml")
+        return
     with pytest.raises(ConfigError) as err:
         parse_config(raw, "demo.yaml")
     assert expected in str(err.value)
@@ -70,3 +79,14 @@ def test_missing_file_and_bad_yaml(tmp_path):
 )
 def test_granularity(text, delta):
     assert parse_granularity(text) == delta
+
+
+def test_labels_max_lead_is_a_duration_from_zero():
+    raw = _raw()
+    raw["labels"]["max_lead"] = "2 hours"
+    assert parse_config(raw, "demo.yaml").labels.lead == timedelta(hours=2)
+    raw["labels"]["max_lead"] = "0 minutes"
+    assert parse_config(raw, "demo.yaml").labels.lead == timedelta(0)
+    assert load_config(DEMO).labels.lead == timedelta(0)  # the demo's labels never precede their predictions
+    with pytest.raises(ValueError, match="granularity must be positive"):
+        parse_granularity("0 days")

@@ -142,6 +142,69 @@ def test_labels_table_without_timestamps(spark, tmp_path):
     assert state[START + DAY]["labeled_count"] == 200
 
 
+def test_labels_max_lead_reads_only_the_labels_files_a_run_can_use(spark, tmp_path):
+    """With ``labels.max_lead`` a run over recent windows reads only the labels files that can hold their
+    labels (Delta's file statistics on the labels' timestamp), not the whole labels history, and joins the
+    same labels as a run that reads them all; a label timestamped earlier than the contract allows is not
+    joined."""
+    from pyspark.sql import functions as F
+
+    log_path, lab_path = str(tmp_path / "log"), str(tmp_path / "labels")
+    log = log_frame(spark, rows=800, days=4)
+    log.drop("label").write.format("delta").save(log_path)
+    # labels arrive in daily batches (one file each), 6 hours after their predictions: batch d holds labels
+    # timestamped from day d 06:00 to day d+1 06:00
+    for d in range(4):
+        batch = log.where(
+            (F.col("ts") >= F.lit(START + d * DAY)) & (F.col("ts") < F.lit(START + (d + 1) * DAY))
+        )
+        labelled = batch.select(
+            "prediction_id", "label", (F.col("ts") + F.expr("INTERVAL 6 HOURS")).alias("labeled_at")
+        )
+        labelled.coalesce(1).write.format("delta").mode("append").save(lab_path)
+    labels = {"table": lab_path, "id": "prediction_id", "column": "label", "timestamp": "labeled_at"}
+    day3 = START + 3 * DAY
+
+    def one_day(name: str, **lab: Any) -> tuple[Any, int, list[Any]]:
+        raw = config(tmp_path / name, source={"table": log_path}, labels={**labels, **lab}, baseline=None)
+        monitor = Monitor(
+            spark, parse_config(raw), as_of=START + 4 * DAY, backfill=(day3, day3 + DAY), deliver=False
+        )
+        since = io.last_execution_id(spark)
+        res = monitor.run()
+        assert res.status == "success" and res.windows == [day3]
+        read = [
+            s
+            for s in io.file_scans(spark, since, [monitor._description("project")])
+            if "ReadSchema: struct<prediction_id:string,label:int,labeled_at:timestamp>" in s.description
+        ]
+        rows = read_table(spark, raw, "performance_metrics").drop("run_id", "computed_at").collect()
+        return res, sum(s.files for s in read), sorted(rows, key=str)
+
+    _, all_files, everything = one_day("all")
+    _, near_files, near = one_day("near", max_lead="0 minutes")
+    assert all_files == 4 and near_files == 2  # day 3's batch and day 2's, whose last labels reach day 3
+    assert near == everything and len(near) > 0
+    _, wider, _ = one_day("wider", max_lead="1 day")
+    assert wider == 3
+
+    # one of day 3's labels stamped before its prediction (outside a zero lead): only the run reading all joins it
+    pid = log.where(F.col("ts") >= F.lit(day3)).orderBy("ts").first()["prediction_id"]
+    spark.sql(f"DELETE FROM delta.`{lab_path}` WHERE prediction_id = '{pid}'")
+    spark.createDataFrame(
+        [(pid, 1, START)], "prediction_id STRING, label INT, labeled_at TIMESTAMP"
+    ).write.format("delta").mode("append").save(lab_path)
+    labelled = {}
+    for name, lab in (("all2", {}), ("near2", {"max_lead": "0 minutes"})):
+        raw = config(tmp_path / name, source={"table": log_path}, labels={**labels, **lab}, baseline=None)
+        run_monitor(
+            spark, parse_config(raw), as_of=START + 4 * DAY, start=day3, end=day3 + DAY, deliver=False
+        )
+        state = read_table(spark, raw, "window_state").where("slice_key IS NULL").first()
+        labelled[name] = state["labeled_count"]
+    assert labelled["all2"] == 200 and labelled["near2"] == 199
+
+
 def test_spark_metric_texts_are_read_as_numbers() -> None:
     """Sizes and counts as Spark's status store renders them (what ``runs.bytes_read`` adds up)."""
     assert io.metric_bytes("28.4 KiB") == pytest.approx(28.4 * 2**10)

@@ -32,12 +32,17 @@ _UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400}
 
 def parse_granularity(text: str) -> timedelta:
     """``'1 day'`` -> ``timedelta(days=1)``; minutes, hours, days and weeks are supported."""
+    return parse_duration(text, what="granularity")
+
+
+def parse_duration(text: str, *, what: str = "a duration", allow_zero: bool = False) -> timedelta:
+    """``'<n> minute|hour|day|week'`` as a ``timedelta``; positive unless ``allow_zero``."""
     m = _GRANULARITY.match(text)
     if not m:
         raise ValueError(f"expected '<n> minute|hour|day|week' (e.g. '1 day'), got {text!r}")
     n, unit = int(m.group(1)), m.group(2).rstrip("s")
-    if n <= 0:
-        raise ValueError(f"granularity must be positive, got {text!r}")
+    if n < 0 or (n == 0 and not allow_zero):
+        raise ValueError(f"{what} must be {'>= 0' if allow_zero else 'positive'}, got {text!r}")
     return timedelta(seconds=n * _UNIT_SECONDS[unit])
 
 
@@ -81,12 +86,29 @@ class LabelsSpec(_Model):
     table: str | None = None
     id: str | None = None
     timestamp: str | None = None
+    # the most a label's timestamp precedes its prediction's ('0 minutes': never): a run then reads only the
+    # labels files that can hold labels of its windows (Delta's file statistics on ``timestamp``)
+    max_lead: str | None = None
+
+    @field_validator("max_lead")
+    @classmethod
+    def _lead(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v, what="labels.max_lead", allow_zero=True)
+        return v
 
     @model_validator(mode="after")
     def _table_needs_id(self) -> LabelsSpec:
         if self.table is not None and self.id is None:
             raise ValueError("labels.id is required when labels.table is set (the join key)")
+        if self.max_lead is not None and (self.table is None or self.timestamp is None):
+            raise ValueError("labels.max_lead needs labels.table and labels.timestamp (the labels' own time)")
         return self
+
+    @property
+    def lead(self) -> timedelta | None:
+        """``max_lead`` parsed, None when not set."""
+        return None if self.max_lead is None else parse_duration(self.max_lead, allow_zero=True)
 
 
 class SliceSpec(_Model):

@@ -279,6 +279,22 @@ def _labels_frame(cfg: MonitorConfig, labels: DataFrame) -> DataFrame:
     )
 
 
+def _labels_since(cfg: MonitorConfig, labels: DataFrame, start: datetime | None) -> DataFrame:
+    """The labels that can belong to predictions made at or after ``start``.
+
+    With ``labels.max_lead``, those timestamped at or after ``start - max_lead``: Delta skips every file whose
+    newest label is older (file statistics), so a run over recent windows does not read the whole labels
+    history. A label timestamped earlier than that is not joined (the config says it cannot be one of these
+    predictions'); one without a timestamp never wins an id's latest label anyway. Otherwise all labels.
+    """
+    from pyspark.sql import functions as F
+
+    lab = cfg.labels
+    if lab is None or lab.timestamp is None or lab.lead is None or start is None:
+        return labels
+    return labels.where(F.col(f"`{lab.timestamp}`") >= F.lit(start - lab.lead))
+
+
 def _labels_of(cfg: MonitorConfig, labels: DataFrame, rows: DataFrame) -> DataFrame:
     """The labels whose id occurs in ``rows`` (a broadcast semi-join: ``rows`` must be small)."""
     from pyspark.sql import functions as F
@@ -516,11 +532,12 @@ class Monitor:
             run_id=self.run_id,
             computed_at=self.started_at,
         )
-        labels_frame = _labels_frame(cfg, labels) if labels is not None else None
-
         # ---- the run's rows, read once ----------------------------------------------------------------
         with self.phases.phase("project") as info:
             lo, hi = min(plan.windows), max(plan.windows) + self.window
+            if labels is not None:
+                labels = _labels_since(cfg, labels, lo)
+            labels_frame = _labels_frame(cfg, labels) if labels is not None else None
             ts = F.col(f"`{cfg.source.timestamp}`")
             rows = source.where((ts >= F.lit(lo)) & (ts < F.lit(hi)))
             rows = rows.withColumn(WINDOW, window_start_col(ts, self.window)).where(
@@ -1152,7 +1169,12 @@ class Monitor:
             "top_n": self.cfg.drift.top_n,
             "bins": self.cfg.performance.histogram_bins,
             "threshold": self.cfg.performance.threshold,
-            "labels": self.cfg.labels.model_dump(mode="json") if self.cfg.labels else None,
+            # without max_lead, the definition of the profiles stored before that key existed (not profiled again)
+            "labels": self.cfg.labels.model_dump(
+                mode="json", exclude={"max_lead"} if self.cfg.labels.max_lead is None else None
+            )
+            if self.cfg.labels
+            else None,
         }
 
     def _load_baseline(
@@ -1262,7 +1284,14 @@ class Monitor:
                 and cfg.labels.table
                 and cfg.source.id in present
             ):
-                labels_frame = _labels_frame(cfg, io.read_table(self.spark, cfg.labels.table, "labels"))
+                labels_frame = _labels_frame(
+                    cfg,
+                    _labels_since(
+                        cfg,
+                        io.read_table(self.spark, cfg.labels.table, "labels"),
+                        b.range.start if b.range else None,
+                    ),
+                )
             elif cfg.labels is not None and not label_in_baseline:
                 bcols = ColumnSet(
                     tuple(c for c in bcols.numeric if columns.role(c) != "label"),
