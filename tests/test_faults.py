@@ -458,6 +458,28 @@ def test_bad_baseline_table_is_a_clear_error(spark: Any, tiny: dict[str, Any], k
     assert read_table(spark, cfg, "window_state").count() == 0, "nothing marked done"
 
 
+def test_labels_timestamp_of_another_type_is_a_clear_error(spark: Any, tiny: dict[str, Any]) -> None:
+    """The labels' timestamp orders an id's labels and bounds what a run reads (``labels.max_lead``): a string
+    column there is refused before any data is read, naming the table, the column and the config key."""
+    d = tiny["dir"]
+    labels = str(d / "labels_string_ts")
+    log_frame(spark, rows=50, days=1, seed=4).selectExpr(
+        "prediction_id", "label", "CAST(ts AS STRING) AS labeled_at"
+    ).write.format("delta").save(labels)
+    cfg = config(
+        d,
+        labels={"table": labels, "id": "prediction_id", "column": "label", "timestamp": "labeled_at"},
+        output={"path": str(d / "out_labels_ts")},
+    )
+
+    with pytest.raises(io.SourceError) as err:
+        run_monitor(spark, parse_config(cfg), as_of=tiny["info"]["as_of"], deliver=False)
+    msg = str(err.value)
+    for part in (labels, "'labeled_at'", "labels.timestamp", "must be a timestamp or date", "string"):
+        assert part in msg, msg
+    assert read_table(spark, cfg, "window_state").count() == 0, "nothing marked done"
+
+
 def test_monitoring_table_altered_by_hand(spark: Any, history: dict[str, Any], tmp_path: Path) -> None:
     out = str(tmp_path / "monitoring")
     shutil.copytree(history["cfg"]["output"]["path"], out)

@@ -255,6 +255,12 @@ def validate_source(cfg: MonitorConfig, source: DataFrame, labels: DataFrame | N
         if lab.timestamp:
             need_l.append((lab.timestamp, "labels.timestamp"))
         io.require_columns(labels.schema, need_l, lab.table)
+        lts_type = _type_of(labels.schema, lab.timestamp) if lab.timestamp else None
+        if lts_type is not None and lts_type not in ("timestamp", "timestamp_ntz", "date"):
+            raise io.SourceError(
+                f"table '{lab.table}': column '{lab.timestamp}' (config key labels.timestamp) must be a timestamp "
+                f"or date, it is {lts_type}"
+            )
 
 
 def _labels_frame(cfg: MonitorConfig, labels: DataFrame) -> DataFrame:
