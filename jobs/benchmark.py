@@ -295,7 +295,9 @@ def prepare_dataset(spark: Any, base: Path, rows: int, days: int, extra_day: boo
     _save(with_extra_features(_delta(spark, info["baseline"])), paths["baseline"])
     # laid out as a labels table that receives its labels day by day holds them: each file a span of labeled_at
     labels = _delta(spark, info["labels"])
-    _save(labels.repartitionByRange(gen_days, "labeled_at").sortWithinPartitions("labeled_at"), paths["labels"])
+    _save(
+        labels.repartitionByRange(gen_days, "labeled_at").sortWithinPartitions("labeled_at"), paths["labels"]
+    )
     shutil.rmtree(gen, ignore_errors=True)
     n = _delta(spark, paths["predictions"]).count()
     n_extra = _delta(spark, paths["extra_day"]).count() if extra_day else 0

@@ -41,8 +41,8 @@ def parse_duration(text: str, *, what: str = "a duration", allow_zero: bool = Fa
     if not m:
         raise ValueError(f"expected '<n> minute|hour|day|week' (e.g. '1 day'), got {text!r}")
     n, unit = int(m.group(1)), m.group(2).rstrip("s")
-    if n < 0 or (n == 0 and not allow_zero):
-        raise ValueError(f"{what} must be {'>= 0' if allow_zero else 'positive'}, got {text!r}")
+    if n == 0 and not allow_zero:
+        raise ValueError(f"{what} must be positive, got {text!r}")
     return timedelta(seconds=n * _UNIT_SECONDS[unit])
 
 
