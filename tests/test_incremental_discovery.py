@@ -194,15 +194,15 @@ def test_labels_max_lead_reads_only_the_labels_files_a_run_can_use(spark, tmp_pa
     spark.createDataFrame(
         [(pid, 1, START)], "prediction_id STRING, label INT, labeled_at TIMESTAMP"
     ).write.format("delta").mode("append").save(lab_path)
-    labelled = {}
+    labeled_count = {}
     for name, lab in (("all2", {}), ("near2", {"max_lead": "0 minutes"})):
         raw = config(tmp_path / name, source={"table": log_path}, labels={**labels, **lab}, baseline=None)
         run_monitor(
             spark, parse_config(raw), as_of=START + 4 * DAY, start=day3, end=day3 + DAY, deliver=False
         )
         state = read_table(spark, raw, "window_state").where("slice_key IS NULL").first()
-        labelled[name] = state["labeled_count"]
-    assert labelled["all2"] == 200 and labelled["near2"] == 199
+        labeled_count[name] = state["labeled_count"]
+    assert labeled_count == {"all2": 200, "near2": 199}
 
 
 def test_spark_metric_texts_are_read_as_numbers() -> None:
