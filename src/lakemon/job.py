@@ -233,12 +233,7 @@ def validate_source(cfg: MonitorConfig, source: DataFrame, labels: DataFrame | N
     if cfg.labels is not None and cfg.labels.table is None:
         need.append((cfg.labels.column, "labels.column"))
     io.require_columns(source.schema, need, src.table)
-    ts_type = _type_of(source.schema, src.timestamp)
-    if ts_type not in ("timestamp", "timestamp_ntz", "date"):
-        raise io.SourceError(
-            f"table '{src.table}': column '{src.timestamp}' (config key source.timestamp) must be a timestamp or date, "
-            f"it is {ts_type}"
-        )
+    _require_time(source.schema, src.timestamp, "source.timestamp", src.table)
     numeric_cols = [(src.score, "source.score")] if src.score else []
     numeric_cols += [(c, f"source.class_scores.{k}") for k, c in (src.class_scores or {}).items()]
     if src.features != "infer":
@@ -255,12 +250,17 @@ def validate_source(cfg: MonitorConfig, source: DataFrame, labels: DataFrame | N
         if lab.timestamp:
             need_l.append((lab.timestamp, "labels.timestamp"))
         io.require_columns(labels.schema, need_l, lab.table)
-        lts_type = _type_of(labels.schema, lab.timestamp) if lab.timestamp else None
-        if lts_type is not None and lts_type not in ("timestamp", "timestamp_ntz", "date"):
-            raise io.SourceError(
-                f"table '{lab.table}': column '{lab.timestamp}' (config key labels.timestamp) must be a timestamp "
-                f"or date, it is {lts_type}"
-            )
+        if lab.timestamp:
+            _require_time(labels.schema, lab.timestamp, "labels.timestamp", lab.table)
+
+
+def _require_time(schema: Any, column: str, key: str, table: str) -> None:
+    """A clear error unless ``column`` (present in ``schema``) is a timestamp or a date."""
+    t = _type_of(schema, column)
+    if t not in ("timestamp", "timestamp_ntz", "date"):
+        raise io.SourceError(
+            f"table '{table}': column '{column}' (config key {key}) must be a timestamp or date, it is {t}"
+        )
 
 
 def _labels_frame(cfg: MonitorConfig, labels: DataFrame) -> DataFrame:
@@ -296,7 +296,7 @@ def _labels_since(cfg: MonitorConfig, labels: DataFrame, start: datetime | None)
     from pyspark.sql import functions as F
 
     lab = cfg.labels
-    if lab is None or lab.timestamp is None or lab.lead is None or start is None:
+    if lab is None or lab.lead is None or start is None:  # a lead comes with labels.timestamp (config)
         return labels
     return labels.where(F.col(f"`{lab.timestamp}`") >= F.lit(start - lab.lead))
 
