@@ -433,3 +433,4 @@ def test_analyst_notebook_runs_on_the_demo_tables(demo, monkeypatch):
     assert "monitor: credit_default_demo" in text
     assert "income" in text  # the drifted column is listed
     assert "mean |estimated - realized| accuracy" in text
+    assert "vs_recent" in text and "mb_read" in text  # the run history with what each run cost
