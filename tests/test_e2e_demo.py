@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import statistics
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -287,9 +288,27 @@ def test_mlflow_run_logged(spark, demo):
 def test_rerun_backfill_and_late_rows(spark, demo):
     cfg = demo["cfg"]
     before = _counts(spark, demo)
+    runs = (
+        _table(spark, demo, "runs")
+        .where(F.col("status") == "success")
+        .orderBy(F.desc("started_at"))
+        .collect()
+    )
+    recent = [sum(r["phase_seconds"].values()) for r in runs[:10]]
     again = run_monitor(spark, cfg, as_of=AS_OF, deliver=False)
     assert again.status == "success" and again.windows == [] and again.discovery == "appended"
     assert _counts(spark, demo) == {**before, "runs": before["runs"] + 1}
+    # what the run cost against the monitor's earlier successful runs (the first full run's seconds among them):
+    # a run with nothing to compute costs a fraction of the full one; in the CLI's line and in MLflow too
+    assert again.cost_vs_recent == pytest.approx(
+        sum(again.phase_seconds.values()) / statistics.median(recent)
+    )
+    assert 0 < again.cost_vs_recent < 1
+    con = sqlite3.connect(demo["wd"] / "mlflow.db")
+    [(logged,)] = con.execute(
+        "select value from metrics where run_uuid = ? and key = 'cost_vs_recent'", (again.mlflow_run_id,)
+    ).fetchall()
+    assert logged == pytest.approx(again.cost_vs_recent)
 
     def alerts_of(days):
         # every signal, drift included: KLL compaction is randomised, so a recomputed window's statistics move
@@ -358,6 +377,15 @@ def test_rerun_backfill_and_late_rows(spark, demo):
             if c in df.columns
         ]
         assert df.groupBy(*key).count().where("count > 1").count() == 0, t.name
+
+
+def test_cost_vs_recent_is_the_ratio_to_the_median_of_recent_runs() -> None:
+    from lakemon.tracking.record import cost_vs_recent
+
+    assert cost_vs_recent(30.0, [10.0, 40.0, 20.0]) == pytest.approx(30.0 / statistics.median([10, 40, 20]))
+    assert cost_vs_recent(30.0, [10.0, 40.0, 20.0, 12.0]) == pytest.approx(30.0 / 16.0)
+    assert cost_vs_recent(5.0, [0.0, 10.0]) == pytest.approx(0.5)  # a run without seconds is not a cost
+    assert cost_vs_recent(5.0, []) is None and cost_vs_recent(5.0, [0.0]) is None
 
 
 def test_failed_run_is_recorded_and_keeps_results(spark, demo):

@@ -136,9 +136,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_line(result: Any) -> str:
+    seconds = sum(result.phase_seconds.values())
+    cost = f" ({result.cost_vs_recent:.1f}x its recent runs)" if result.cost_vs_recent is not None else ""
     return (
         f"{result.monitor}: {result.status}, {len(result.windows)} window(s), {result.rows_read:,} rows, "
-        f"{result.alerts_firing} alert(s) firing, run {result.run_id}, mlflow {result.mlflow_run_id}"
+        f"{seconds:.1f} s{cost}, {result.alerts_firing} alert(s) firing, run {result.run_id}, "
+        f"mlflow {result.mlflow_run_id}"
     )
 
 

@@ -115,6 +115,8 @@ class RunResult:
     spark_jobs: int = 0
     # bytes of the files read by the phases that read the log, labels and baseline (runs.bytes_read)
     bytes_read: int | None = None
+    # the run's seconds (up to its MLflow logging) over the median of its monitor's recent successful runs
+    cost_vs_recent: float | None = None
     error: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
 
@@ -343,6 +345,8 @@ class Monitor:
         self._facts: dict[datetime, WindowFacts] = {}
         self._versions: dict[str, int | None] = {}
         self._labels_prior: datetime | None = None
+        # seconds of the monitor's latest successful runs, newest first (read with the runs at the start)
+        self._recent_seconds: list[float] = []
         # incremental discovery: the source's DESCRIBE DETAIL, the version of the stored facts used, whether
         # this run's facts are stored for the next one; ``discovery`` says how this run found its windows
         self._source_detail: dict[str, Any] | None = None
@@ -374,14 +378,15 @@ class Monitor:
         with self.phases.phase("prepare"):
             io.ensure_tables(self.spark, self.output)
             io.insert_run(self.spark, self.output, run_row)
-            runs = tracking_glue.settle_running_runs(
+            prior = tracking_glue.settle_running_runs(
                 self.spark, self.output, self.cfg.monitor, self.run_id, self.started_at
             )
+        self._recent_seconds = prior.recent_seconds
         every = self.cfg.output.compact_every
         try:
             self._run(result, run_row)
             result.status = "success"
-            if every and runs % every == 0:
+            if every and prior.count % every == 0:
                 self._compact()
         except Exception as err:
             result.status = "failed"
@@ -453,6 +458,21 @@ class Monitor:
         except Exception as err:
             log.warning("[%s] bytes read not counted: %s", self.cfg.monitor, err)
 
+    def _compare_cost(self, result: RunResult) -> None:
+        """Set ``result.cost_vs_recent`` and warn when the run costs more than twice its recent runs' median."""
+        from lakemon.tracking import record as tracking_glue
+
+        seconds = sum(self.phases.seconds.values())
+        result.cost_vs_recent = tracking_glue.cost_vs_recent(seconds, self._recent_seconds)
+        if result.cost_vs_recent is not None and result.cost_vs_recent > 2:
+            log.warning(
+                "[%s] this run took %.1f s, %.1fx the median of the monitor's last %d successful runs",
+                self.cfg.monitor,
+                seconds,
+                result.cost_vs_recent,
+                len(self._recent_seconds),
+            )
+
     def _compact(self) -> None:
         """Compact the monitoring tables' small files (every ``output.compact_every`` runs of the monitor).
 
@@ -516,6 +536,7 @@ class Monitor:
             self._store_source_windows()
             result.summary = {"windows": 0}
             self._count_bytes_read(result)
+            self._compare_cost(result)
             result.mlflow_run_id = tracking_glue.log_success(self, result, {}, [], run_row)
             return
         log.info(
@@ -663,6 +684,7 @@ class Monitor:
         with self.phases.phase("track"):
             result.summary = tracking_glue.summary(self, ctx, tables, result)
             self._count_bytes_read(result)
+            self._compare_cost(result)
             result.mlflow_run_id = tracking_glue.log_success(self, result, tables, alert_rows, run_row)
             if self.deliver:
                 tracking_glue.deliver(self, result, alert_rows, tables)

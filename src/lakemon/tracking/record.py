@@ -10,7 +10,7 @@ import os
 import socket
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from lakemon import io
 from lakemon.alerts import SIGNALS, Observation, evaluate, rules_for, summarize
@@ -55,6 +55,19 @@ def _alive(owner: str | None) -> bool | None:
     return True
 
 
+#: How many of a monitor's latest successful runs a run's cost is compared with (:func:`cost_vs_recent`).
+RECENT_RUNS = 10
+
+
+class PriorRuns(NamedTuple):
+    """What :func:`settle_running_runs` read of the monitor's runs."""
+
+    #: the monitor's runs so far, this one included
+    count: int
+    #: seconds (summed phases) of its latest successful runs, newest first, at most RECENT_RUNS
+    recent_seconds: list[float]
+
+
 def settle_running_runs(
     spark: SparkSession,
     output: io.Output,
@@ -62,16 +75,19 @@ def settle_running_runs(
     run_id: str,
     started_at: datetime,
     stale_hours: float = 24.0,
-) -> int:
+) -> PriorRuns:
     """Once this run's row is in ``runs``: record the monitor's runs left ``running`` by a process that died
     (killed driver) as failed, saying so, and refuse to run while an earlier run is still running.
 
     One read of ``runs`` for both (a monitoring table read is mostly Delta latency, paid by every run), which
-    also counts the monitor's runs so far, this one included (returned: it paces the tables' compaction).
+    also counts the monitor's runs so far, this one included (it paces the tables' compaction), and reads the
+    seconds of its last successful runs (what :func:`cost_vs_recent` compares this run with).
     """
     from pyspark.sql import functions as F
 
     others_running = (F.col("status") == "running") & (F.col("run_id") != run_id)
+    seconds = F.aggregate(F.map_values("phase_seconds"), F.lit(0.0), lambda a, b: a + b)
+    succeeded = F.struct(F.col("started_at"), seconds.alias("seconds"))
     found = (
         output.read(spark, RUNS)
         .where(F.col("monitor") == monitor)
@@ -79,10 +95,20 @@ def settle_running_runs(
             F.count(F.lit(1)).alias("runs"),
             # other runs of this monitor still marked running: a handful at most
             F.collect_list(F.when(others_running, F.struct(*RUNS.columns))).alias("running"),
+            # the latest RECENT_RUNS successful runs' (started_at, seconds), newest first
+            F.slice(
+                F.sort_array(
+                    F.collect_list(F.when((F.col("status") == "success") & seconds.isNotNull(), succeeded)),
+                    asc=False,
+                ),
+                1,
+                RECENT_RUNS,
+            ).alias("recent"),
         )
         .first()
     )
     runs, rows = (int(found["runs"]), list(found["running"])) if found is not None else (0, [])
+    recent = [float(r["seconds"]) for r in found["recent"]] if found is not None else []
     now = datetime.utcnow()
     for r in rows:
         alive = _alive(r["owner"])
@@ -116,7 +142,21 @@ def settle_running_runs(
                 },
             )
             raise io.ConcurrentRunError(msg)
-    return runs
+    return PriorRuns(runs, recent)
+
+
+def cost_vs_recent(seconds: float, recent: Sequence[float]) -> float | None:
+    """A run's seconds over the median seconds of the monitor's recent successful runs (None without any).
+
+    Above 2, a run suddenly costs more than its monitor's usual runs: a log that grew, a wider backfill, a
+    slower cluster. The same figure as ``vs_recent`` in the analyst notebook's run history.
+    """
+    positive = sorted(s for s in recent if s > 0)
+    if not positive:
+        return None
+    mid = len(positive) // 2
+    median = positive[mid] if len(positive) % 2 else (positive[mid - 1] + positive[mid]) / 2
+    return seconds / median
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -406,6 +446,7 @@ def log_success(
     }
     metrics.update(summ.get("headline", {}))
     metrics.update({f"seconds.{k}": v for k, v in monitor.phases.seconds.items()})
+    metrics["cost_vs_recent"] = result.cost_vs_recent
     artifacts = {
         "summary.json": summ,
         "alerts.json": [
