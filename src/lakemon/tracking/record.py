@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import socket
+import statistics
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -149,14 +150,10 @@ def cost_vs_recent(seconds: float, recent: Sequence[float]) -> float | None:
     """A run's seconds over the median seconds of the monitor's recent successful runs (None without any).
 
     Above 2, a run suddenly costs more than its monitor's usual runs: a log that grew, a wider backfill, a
-    slower cluster. The same figure as ``vs_recent`` in the analyst notebook's run history.
+    slower cluster. The analyst notebook's run history shows a like figure for every run (``vs_recent``).
     """
-    positive = sorted(s for s in recent if s > 0)
-    if not positive:
-        return None
-    mid = len(positive) // 2
-    median = positive[mid] if len(positive) % 2 else (positive[mid - 1] + positive[mid]) / 2
-    return seconds / median
+    positive = [s for s in recent if s > 0]
+    return seconds / statistics.median(positive) if positive else None
 
 
 # ---------------------------------------------------------------------------------------------------
