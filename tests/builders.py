@@ -147,14 +147,46 @@ def empty_mlflow_store(target: Path) -> None:
     shutil.copyfile(_MLFLOW_TEMPLATE[0], target)
 
 
-def config(dir: str | os.PathLike[str], **overrides: Any) -> dict[str, Any]:
+_TABLES_TEMPLATE: list[Path] = []
+
+
+def empty_monitoring_tables(target: Path) -> None:
+    """Put the monitoring tables, created empty, at ``target`` unless something is there already.
+
+    A monitor's first run creates its ~11 tables (~2 s here, Delta commits) and most of the suite's monitors
+    are new: the same empty tables every time, so they are created once, by ``io.ensure_tables`` in the
+    suite's Spark session, and copied (the run then checks their schemas, as any later run does). Creation
+    itself is tested where it matters (``config(..., empty_tables=False)``, the demo, the concurrency tests).
+    Without an active Spark session (config-only tests) nothing is done: a run would create the tables.
+    """
+    if target.exists():
+        return
+    if not _TABLES_TEMPLATE:
+        from pyspark.sql import SparkSession
+
+        spark = SparkSession.getActiveSession()
+        if spark is None:
+            return
+        from lakemon import io
+        from lakemon.config import OutputSpec
+
+        template = Path(tempfile.mkdtemp(prefix="lakemon-tests-tables-")) / "monitoring"
+        atexit.register(shutil.rmtree, template.parent, True)
+        io.ensure_tables(spark, io.Output(OutputSpec(path=str(template))))
+        _TABLES_TEMPLATE.append(template)
+    shutil.copytree(_TABLES_TEMPLATE[0], target)
+
+
+def config(dir: str | os.PathLike[str], *, empty_tables: bool = True, **overrides: Any) -> dict[str, Any]:
     """A minimal monitor config dict for the log written by :func:`write_log` under ``dir``.
 
     Labels are the log's ``label`` column; the baseline is the log's first day (``baseline: {range}``);
     the monitoring tables go to ``<dir>/monitoring`` and MLflow to ``sqlite:///<dir>/mlflow.db`` (an empty sqlite
     store is copied to the final URI's file: :func:`empty_mlflow_store`). Keyword
     overrides are merged into the dict (nested dicts merge, other values replace, ``None`` removes a key),
-    e.g. ``config(d, output={"path": ...}, baseline={"range": None, "table": ...})``.
+    e.g. ``config(d, output={"path": ...}, baseline={"range": None, "table": ...})``. ``empty_tables``: the
+    output folder gets the monitoring tables, empty (:func:`empty_monitoring_tables`); False leaves their
+    creation to the first run.
     """
     d = Path(dir).resolve()
     base: dict[str, Any] = {
@@ -189,6 +221,9 @@ def config(dir: str | os.PathLike[str], **overrides: Any) -> dict[str, Any]:
     uri = (out.get("mlflow") or {}).get("tracking_uri") or ""
     if uri.startswith("sqlite:///"):
         empty_mlflow_store(Path(uri.removeprefix("sqlite:///")))
+    path = (out.get("output") or {}).get("path")
+    if empty_tables and path:
+        empty_monitoring_tables(Path(path))
     return out
 
 

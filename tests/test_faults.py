@@ -240,7 +240,7 @@ def test_two_runs_at_the_same_time(spark: Any, tmp_path: Path) -> None:
 
 def test_first_runs_racing_to_create_the_tables(spark: Any, tmp_path: Path) -> None:
     """Two first-ever runs of a monitor create its tables at the same moment: neither may fail."""
-    output = io.Output(parse_config(config(tmp_path)).output)
+    output = io.Output(parse_config(config(tmp_path, empty_tables=False)).output)
     errors: list[str] = []
 
     def create() -> None:
