@@ -299,7 +299,7 @@ def test_rerun_backfill_and_late_rows(spark, demo):
     assert again.status == "success" and again.windows == [] and again.discovery == "appended"
     assert _counts(spark, demo) == {**before, "runs": before["runs"] + 1}
     # what the run cost against the monitor's earlier successful runs (the first full run's seconds among them):
-    # a run with nothing to compute costs a fraction of the full one; in the CLI's line and in MLflow too
+    # a run with nothing to compute costs a fraction of the full one; the same figure in MLflow
     assert again.cost_vs_recent == pytest.approx(
         sum(again.phase_seconds.values()) / statistics.median(recent)
     )
@@ -386,6 +386,16 @@ def test_cost_vs_recent_is_the_ratio_to_the_median_of_recent_runs() -> None:
     assert cost_vs_recent(30.0, [10.0, 40.0, 20.0, 12.0]) == pytest.approx(30.0 / 16.0)
     assert cost_vs_recent(5.0, [0.0, 10.0]) == pytest.approx(0.5)  # a run without seconds is not a cost
     assert cost_vs_recent(5.0, []) is None and cost_vs_recent(5.0, [0.0]) is None
+
+
+def test_run_line_says_what_the_run_cost() -> None:
+    from lakemon.cli import _run_line
+    from lakemon.job import RunResult
+
+    res = RunResult(run_id="r1", monitor="m", status="success", phase_seconds={"project": 4.0, "write": 10.2})
+    assert "14.2 s, 0 alert(s) firing" in _run_line(res)  # a monitor's first run: nothing to compare with
+    res.cost_vs_recent = 3.04
+    assert "14.2 s (3.0x its recent runs), 0 alert(s) firing" in _run_line(res)
 
 
 def test_failed_run_is_recorded_and_keeps_results(spark, demo):
