@@ -386,7 +386,7 @@ class Monitor:
         try:
             self._run(result, run_row)
             result.status = "success"
-            if every and prior.count % every == 0:
+            if every and prior.runs % every == 0:
                 self._compact()
         except Exception as err:
             result.status = "failed"

@@ -63,8 +63,8 @@ RECENT_RUNS = 10
 class PriorRuns(NamedTuple):
     """What :func:`settle_running_runs` read of the monitor's runs."""
 
-    #: the monitor's runs so far, this one included
-    count: int
+    #: the monitor's runs so far, this one included (``runs``, not ``count``: that is a tuple method)
+    runs: int
     #: seconds (summed phases) of its latest successful runs, newest first, at most RECENT_RUNS
     recent_seconds: list[float]
 
@@ -108,8 +108,9 @@ def settle_running_runs(
         )
         .first()
     )
-    runs, rows = (int(found["runs"]), list(found["running"])) if found is not None else (0, [])
-    recent = [float(r["seconds"]) for r in found["recent"]] if found is not None else []
+    # one aggregated row, always (an aggregation without grouping)
+    runs, rows = int(found["runs"]), list(found["running"])
+    recent = [float(r["seconds"]) for r in found["recent"]]
     now = datetime.utcnow()
     for r in rows:
         alive = _alive(r["owner"])
