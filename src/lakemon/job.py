@@ -1656,15 +1656,21 @@ class Monitor:
             io.replace_windows(spark, self.output, table, df, cfg.monitor, cfg.granularity, windows, rows=n)
             written[table.name] = n
 
-        frames: list[tuple[TableDef, DataFrame, int]] = [(SKETCHES, sketches_df, len(results.cells))]
-        for table in (PROFILE_METRICS, QUALITY_RESULTS, PERFORMANCE_METRICS, DRIFT_METRICS, ALERTS):
-            rows = tables.get(table.name, [])
-            frames.append((table, _frame(spark, table, rows), len(rows)))
-        frames.append(self._samples_frame(samples_df))
+        def put_rows(table: TableDef, rows: list[dict[str, Any]]) -> None:
+            # built in the writing thread: the pandas work of one table's frame overlaps the others' commits
+            put(table, _frame(spark, table, rows), len(rows))
+
         # Independent transactions on distinct tables, written concurrently; window_state only after every
         # one of them has committed, so a failure or a crash here re-runs the windows. The discovery facts
         # hold for the source's version whatever happens to the rest.
-        calls: list[tuple[Any, ...]] = [(put, *frame) for frame in frames]
+        # The largest frames first, so their building starts at once.
+        calls: list[tuple[Any, ...]] = [
+            (put_rows, table, tables.get(table.name, [])) for table in (PROFILE_METRICS, DRIFT_METRICS)
+        ]
+        calls.append((put, SKETCHES, sketches_df, len(results.cells)))
+        for table in (QUALITY_RESULTS, PERFORMANCE_METRICS, ALERTS):
+            calls.append((put_rows, table, tables.get(table.name, [])))
+        calls.append((put, *self._samples_frame(samples_df)))
         calls.append((self._store_source_windows,))
         io.concurrently(spark, lambda f, *args: f(*args), calls)
         by_ws = {f.window_start: f for f in facts}
