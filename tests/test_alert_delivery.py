@@ -57,7 +57,8 @@ def setup(spark, tmp_path, monkeypatch):
 def test_run_delivers_alerts_once_without_leaking_secrets(spark, setup, monkeypatch, caplog):
     tmp = setup
     empty_mlflow_store(tmp / "mlflow.db")
-    with servers.RecordingServer() as hook, servers.pushgateway() as gateway:
+    # the hook answers 500 to the first run's two attempts (retries: 1): that notification failed
+    with servers.RecordingServer(fail_first=2) as hook, servers.pushgateway() as gateway:
         monkeypatch.setenv("LAKEMON_TEST_HOOK", f"{hook.url}/hook/{SECRET}")
         monkeypatch.setenv("LAKEMON_TEST_GATEWAY", gateway)
         raw = {
@@ -85,9 +86,23 @@ def test_run_delivers_alerts_once_without_leaking_secrets(spark, setup, monkeypa
         cfg = parse_config(raw)
         with caplog.at_level(logging.DEBUG):
             res = run_monitor(spark, cfg, as_of=D0 + timedelta(days=5))
-        assert res.status == "success"
-        assert len(hook.requests) == 1
-        payload = hook.requests[0].json()
+            assert res.status == "success"
+            assert len(hook.requests) == 2
+            failed = out_alerts(spark, cfg).where("notify != 'none'").collect()
+            assert failed and all('"failed"' in (r["delivery"] or "") for r in failed)
+            # a backfill of the same windows sends what no sink took, once
+            retried = run_monitor(
+                spark, cfg, as_of=D0 + timedelta(days=5), start=D0, end=D0 + timedelta(days=3)
+            )
+        assert retried.status == "success" and len(hook.requests) == 3
+
+        def notes(i: int) -> list:
+            return sorted(
+                (a["alert_id"], a["window_start"], a["notify"]) for a in hook.requests[i].json()["alerts"]
+            )
+
+        assert notes(2) == notes(0)
+        payload = hook.requests[2].json()
         alerts = payload["alerts"]
         assert any(a["signal"] == "drift" and a["column_name"] == "x" for a in alerts)
         assert all(a["notify"] in ("open", "escalate", "resolve") for a in alerts)
@@ -97,7 +112,20 @@ def test_run_delivers_alerts_once_without_leaking_secrets(spark, setup, monkeypa
 
         # a backfill of the same windows re-evaluates the same alerts and does not notify again
         again = run_monitor(spark, cfg, as_of=D0 + timedelta(days=5), start=D0, end=D0 + timedelta(days=3))
-        assert again.windows and len(hook.requests) == 1
+        assert again.windows and len(hook.requests) == 3
+
+        # a backfill of the first day alone leaves the Pushgateway with the newest window's state
+        pushed = [
+            ln for ln in servers.read_metrics(gateway).splitlines() if ln.startswith("push_time_seconds")
+        ]
+        first_day = run_monitor(
+            spark, cfg, as_of=D0 + timedelta(days=5), start=D0, end=D0 + timedelta(days=1)
+        )
+        assert first_day.windows == [D0]
+        after = [
+            ln for ln in servers.read_metrics(gateway).splitlines() if ln.startswith("push_time_seconds")
+        ]
+        assert pushed and after == pushed
 
     # the secret appears nowhere: logs, every monitoring table, the MLflow store
     assert SECRET not in caplog.text
@@ -109,14 +137,14 @@ def test_run_delivers_alerts_once_without_leaking_secrets(spark, setup, monkeypa
     con = sqlite3.connect(tmp / "mlflow.db")
     for table in ("params", "tags", "metrics"):
         assert SECRET not in str(con.execute(f"select * from {table}").fetchall())
-    delivered = out.read(spark, io_alerts()).where("notify != 'none'").collect()
+    delivered = out_alerts(spark, cfg).where("notify != 'none'").collect()
     assert delivered and all('"delivered"' in (r["delivery"] or "") for r in delivered)
 
 
-def io_alerts():
+def out_alerts(spark, cfg):
     from lakemon.tables import ALERTS
 
-    return ALERTS
+    return io.Output(cfg.output).read(spark, ALERTS)
 
 
 def test_fail_on_sets_the_exit_code(spark, setup):

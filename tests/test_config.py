@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -44,6 +44,33 @@ def test_demo_config_is_valid():
             lambda r: r["labels"].update(max_lead="1 hour", timestamp=None),
             "labels.max_lead needs labels.table and labels.timestamp",
         ),
+        # a drift rule that could never decide: a misspelt statistic, one of the other column kind, none in
+        # robust mode
+        (
+            lambda r: r["drift"].update(columns={"income": {"statistic": "psy", "threshold": 0.1}}),
+            "config key 'drift.columns.income.statistic'",
+        ),
+        (
+            lambda r: r["drift"].update(columns={"income": {"statistic": "chi2", "threshold": 0.1}}),
+            "drift.columns.income.statistic: chi2 is not computed for a numeric column",
+        ),
+        (
+            lambda r: r["drift"].update(mode="robust", numeric_statistic="wasserstein"),
+            "mode robust needs a statistic with a critical value, not drift.numeric_statistic: wasserstein",
+        ),
+        # a sink names where its secrets are, never holds them
+        (
+            lambda r: r.setdefault("alerts", {}).update(
+                sinks=[{"name": "s", "kind": "slack", "url_env": "https://hooks.example/T0/B0/SECRETTOKEN"}]
+            ),
+            "'url_env' must be the name of an environment variable",
+        ),
+        (
+            lambda r: r.setdefault("alerts", {}).update(
+                sinks=[{"name": "p", "kind": "pagerduty", "url_env": "PD_URL"}]
+            ),
+            "a pagerduty sink needs exactly one of 'routing_key_env' or 'routing_key_secret'",
+        ),
     ],
 )
 def test_bad_config_names_the_key(mutate, expected):
@@ -52,6 +79,17 @@ def test_bad_config_names_the_key(mutate, expected):
     with pytest.raises(ConfigError) as err:
         parse_config(raw, "demo.yaml")
     assert expected in str(err.value)
+    assert "SECRETTOKEN" not in str(err.value)
+
+
+def test_datetimes_with_an_offset_are_naive_utc():
+    """A baseline range or start written with an offset (mixed with naive ones) means the same UTC instant."""
+    raw = _raw()
+    raw["baseline"] = {"range": {"start": "2026-10-01 00:00:00", "end": "2026-10-05T00:00:00+02:00"}}
+    raw["start"] = "2026-10-01T00:00:00Z"
+    cfg = parse_config(raw, "demo.yaml")
+    assert cfg.baseline.range.end == datetime(2026, 10, 4, 22, 0) and cfg.baseline.range.end.tzinfo is None
+    assert cfg.start == datetime(2026, 10, 1)
 
 
 def test_configs_are_frozen():

@@ -20,6 +20,7 @@ from lakemon.drift.stats import (
     cdf_from_quantiles,
     chi2_test,
     choose_k,
+    complete_cut_lists,
     critical_value,
     decide,
     js_distance,
@@ -31,6 +32,7 @@ from lakemon.drift.stats import (
     numeric_drift,
     psi,
     quantile_edges,
+    std_from_sums,
     tv_distance,
     wasserstein_from_quantiles,
 )
@@ -146,6 +148,28 @@ def test_numeric_drift_equals_its_public_building_blocks() -> None:
         assert out["wasserstein"][0] == wasserstein_from_quantiles(a.quantiles, b.quantiles, PROBS)
         assert out["psi"][0] == psi(fr, fc)
         assert out["js_distance"][0] == js_distance(fr, fc)
+
+
+def test_heavy_tails_do_not_look_like_drift() -> None:
+    """Two samples of one lognormal(0, 2) distribution, 1M rows each: their maxima must not decide W1."""
+    rng = np.random.default_rng(5)
+    x, y = rng.lognormal(0.0, 2.0, 1_000_000), rng.lognormal(0.0, 2.0, 1_000_000)
+    qx, qy = np.quantile(x, PROBS), np.quantile(y, PROBS)
+    exact = stats.wasserstein_distance(x, y) / x.std()
+    assert wasserstein_from_quantiles(qx, qy, PROBS) / x.std() < 2 * exact < 0.01
+    # a shift is measured in full: the outer intervals move with the rest
+    assert wasserstein_from_quantiles(qx, qx + 3.0, PROBS) == pytest.approx(3.0)
+
+
+def test_std_from_sums_knows_its_precision() -> None:
+    rng = np.random.default_rng(6)
+    x = rng.normal(50.0, 10.0, 10_000)
+    assert std_from_sums(x.size, x.sum(), (x * x).sum()) == pytest.approx(x.std(ddof=1), rel=1e-9)
+    big = 1e9 + rng.normal(0.0, 1.0, 10_000)  # the spread is lost in the sums: unknown, not 34
+    assert std_from_sums(big.size, big.sum(), (big * big).sum()) is None
+    const = np.full(1000, 7.7)  # a constant column: exactly 0 from its min and max, not rounding noise
+    assert std_from_sums(const.size, const.sum(), (const * const).sum(), 7.7, 7.7) == 0.0
+    assert std_from_sums(1, 7.7, 59.29) is None
 
 
 def test_wasserstein_sign_change_is_exact() -> None:
@@ -329,10 +353,11 @@ def test_numeric_drift_empty_side() -> None:
 
 
 def test_categorical_drift() -> None:
-    ref = CategoricalSummary(n=100, nulls=0, counts={"a": 50, "b": 30, "__other__": 20})
-    cur = CategoricalSummary(n=100, nulls=25, counts={"a": 40, "c": 35, "__other__": 25})
+    # complete lists (no "__other__"): a value listed on one side only has no rows on the other
+    ref = CategoricalSummary(n=100, nulls=0, counts={"a": 50, "b": 30, "d": 20})
+    cur = CategoricalSummary(n=100, nulls=25, counts={"a": 40, "c": 35, "d": 25})
     out = categorical_drift(ref, cur)
-    r = np.array([50, 30, 0, 20], dtype=float)  # a, b, c, __other__
+    r = np.array([50, 30, 0, 20], dtype=float)  # a, b, c, d
     c = np.array([40, 0, 35, 25], dtype=float)
     exp = stats.chi2_contingency(np.vstack([r, c]), correction=False)
     assert out["chi2"] == pytest.approx((exp.statistic, exp.pvalue))
@@ -345,6 +370,49 @@ def test_categorical_drift() -> None:
     assert out["null_ratio_delta"][0] == pytest.approx(0.2)
     empty = categorical_drift(ref, CategoricalSummary(n=0, nulls=3, counts={}))
     assert empty["chi2"] == (None, None) and empty["new_categories"] == (None, None)
+
+
+def test_cut_lists_are_completed_within_their_bounds() -> None:
+    # both lists cut: "b" (reference only) hides in the current "__other__", at most 35 (the smallest count
+    # listed there) and at most the 25 it holds; "c" hides in the reference's, at most 30 and the 20 it holds
+    r, c = complete_cut_lists({"a": 50, "b": 30, "__other__": 20}, {"a": 40, "c": 35, "__other__": 25})
+    assert r == {"a": 50, "b": 30, "c": 20} and c == {"a": 40, "c": 35, "b": 25}
+    # near the cut, the listed side's share: no change; a complete side keeps its zeros
+    r, c = complete_cut_lists({"a": 90, "b": 10}, {"a": 80, "c": 5, "__other__": 15})
+    assert r == {"a": 90, "b": 10} and c == {"a": 80, "c": 5, "b": 5, "__other__": 10}
+    assert complete_cut_lists({"a": 5, "__other__": 5}, {"a": 5}) == ({"a": 5, "__other__": 5}, {"a": 5})
+
+
+def test_top_n_lists_cut_at_different_places_do_not_look_like_drift() -> None:
+    """Two samples of one 300-value distribution, each cut to its top 50: no drift at the defaults; a top value
+    that vanishes still drifts."""
+    rng = np.random.default_rng(1)
+    p = 1 / np.arange(1, 301) ** 0.6
+    p /= p.sum()
+
+    def top50(counts: np.ndarray) -> dict[str, int]:
+        order = np.argsort(-counts, kind="stable")
+        out = {f"c{i:03d}": int(counts[i]) for i in order[:50] if counts[i]}
+        out["__other__"] = int(counts[order[50:]].sum())
+        return out
+
+    for _ in range(5):
+        a, b = rng.multinomial(200_000, p), rng.multinomial(100_000, p)
+        whole = [
+            CategoricalSummary(int(x.sum()), 0, {f"c{i:03d}": int(v) for i, v in enumerate(x)})
+            for x in (a, b)
+        ]
+        cut = categorical_drift(
+            CategoricalSummary(200_000, 0, top50(a)), CategoricalSummary(100_000, 0, top50(b))
+        )
+        # the completed lists hold less detail than the whole distributions: here never farther apart
+        assert cut["js_distance"][0] <= categorical_drift(*whole)["js_distance"][0] < 0.05
+        assert cut["psi"][0] < 0.01
+    b[0] = 0  # the most frequent value (~4% of the rows) is gone
+    cut = categorical_drift(
+        CategoricalSummary(200_000, 0, top50(a)), CategoricalSummary(100_000, 0, top50(b))
+    )
+    assert cut["js_distance"][0] > 0.1 and cut["missing_categories"][0] >= 1
 
 
 # -------------------------------------------------------------------------------------- robust / decide

@@ -125,3 +125,35 @@ def test_pvalue_mode_keeps_a_borderline_verdict() -> None:
     assert kept["drifted"] is False and "earlier computation kept" in kept["reason"]
     far = _primary(ctx, 0.3, {key: ("ks", False)})
     assert far["drifted"] is True and far["reason"] is None
+
+
+def test_numeric_cells_count_their_finite_values() -> None:
+    """NaN and infinities are in a cell's ``non_null`` but not in its sums or sketch: the mean, the spread and
+    the sample size of the p-value are those of the finite values."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(50.0, 10.0, 5000)
+    cell = {
+        "non_null": 10_000,  # 5,000 of them NaN
+        "finite_count": 5000,
+        "value_sum": x.sum(),
+        "value_sum_sq": (x * x).sum(),
+        "min_value": x.min(),
+        "max_value": x.max(),
+        "quantiles": np.quantile(x, np.linspace(0, 1, 101)),
+    }
+    summary = compute.numeric_summary(cell)
+    assert summary.n == 5000
+    assert summary.mean == pytest.approx(x.mean(), rel=1e-12)
+    assert summary.std == pytest.approx(x.std(ddof=1), rel=1e-9)
+    # a cell stored before the sketches' count was read: non_null as before
+    assert compute.numeric_summary({k: v for k, v in cell.items() if k != "finite_count"}).n == 10_000
+
+
+def test_merged_frequencies_are_cut_back_to_the_top_n() -> None:
+    """A roll-up adds the windows' top-N maps: more than N values come out, cut back to N plus the rest."""
+    from lakemon.rollup import top_n
+
+    merged = {"a": 10, "b": 7, "c": 7, "d": 1, "__other__": 5}
+    assert top_n(merged, 2) == {"a": 10, "b": 7, "__other__": 13}
+    assert top_n(merged, 10) == merged
+    assert top_n({"a": 3}, 1) == {"a": 3}

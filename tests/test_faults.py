@@ -480,6 +480,39 @@ def test_labels_timestamp_of_another_type_is_a_clear_error(spark: Any, tiny: dic
     assert read_table(spark, cfg, "window_state").count() == 0, "nothing marked done"
 
 
+def test_labels_timestamp_of_type_date(spark: Any, tiny: dict[str, Any]) -> None:
+    """Labels stamped with a DATE: the run is recorded with its watermark (a timestamp column of ``runs``),
+    and labels of a later date re-open the windows of their predictions."""
+    from datetime import datetime, timedelta
+
+    d = tiny["dir"]
+    labels = str(d / "labels_date")
+    rows = log_frame(spark, rows=300, days=1, seed=4)
+    rows.where("CAST(substr(prediction_id, 2) AS INT) % 2 = 0").selectExpr(
+        "prediction_id", "label", "DATE'2026-03-04' AS labeled_on"
+    ).write.format("delta").save(labels)
+    cfg = config(
+        d,
+        labels={"table": labels, "id": "prediction_id", "column": "label", "timestamp": "labeled_on"},
+        output={"path": str(d / "out_labels_date")},
+        baseline=None,
+    )
+    parsed = parse_config(cfg)
+    first = run_monitor(spark, parsed, as_of=tiny["info"]["as_of"], deliver=False)
+    assert first.status == "success" and first.windows == tiny["info"]["windows"]
+    [row] = _runs(spark, cfg)
+    assert row["status"] == "success" and row["labels_watermark"] == datetime(2026, 3, 4), row
+
+    rows.where("CAST(substr(prediction_id, 2) AS INT) % 2 = 1").selectExpr(
+        "prediction_id", "label", "DATE'2026-03-05' AS labeled_on"
+    ).write.format("delta").mode("append").save(labels)
+    second = run_monitor(spark, parsed, as_of=tiny["info"]["as_of"] + timedelta(hours=1), deliver=False)
+    [window] = tiny["info"]["windows"]
+    assert second.status == "success" and second.windows == [window], second.windows
+    assert second.reasons[window] == "new_labels"
+    assert [r["status"] for r in _runs(spark, cfg)] == ["success", "success"]
+
+
 def test_monitoring_table_altered_by_hand(spark: Any, history: dict[str, Any], tmp_path: Path) -> None:
     out = str(tmp_path / "monitoring")
     shutil.copytree(history["cfg"]["output"]["path"], out)

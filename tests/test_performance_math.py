@@ -277,6 +277,15 @@ def test_multiclass_matches_sklearn() -> None:
     assert m["recall_never_true"] is None and m["precision_never_true"] == 0.0
     assert m["log_loss"] == pytest.approx(skm.log_loss(y, probs, labels=labels), rel=1e-9)
     assert multiclass_metrics(cm, classes)["log_loss"] is None
+    # rows whose true class has no probability (no score column for it, or a NULL score) are in the
+    # confusion matrix but not in the log loss: its mean is over the rows that have one
+    scored = rng.random(n) < 0.9
+    sum_scored = float(-np.sum(np.log(np.clip(probs[np.arange(n), y][scored], LOG_LOSS_EPS, 1))))
+    expected = skm.log_loss(y[scored], probs[scored], labels=labels)
+    got = multiclass_metrics(cm, classes, sum_log_loss=sum_scored, log_loss_rows=int(scored.sum()))[
+        "log_loss"
+    ]
+    assert got == pytest.approx(expected, rel=1e-9)
 
 
 def test_multiclass_edge_cases() -> None:

@@ -16,6 +16,7 @@ from lakemon.session import (
     TUNING,
     DeltaMissingError,
     classpath_file,
+    ensure_utc,
     get_spark,
     missing_tuning,
     remember_jars,
@@ -173,3 +174,32 @@ def test_a_session_without_delta_is_a_clear_error(spark: Any) -> None:
         require_delta(spark, "io.delta.tables.NoSuchClass")
     assert f"--packages {DELTA_PACKAGE}" in str(err.value)
     assert str(classpath_file(DELTA_PACKAGE)) in str(err.value)
+
+
+def test_a_session_and_process_in_another_time_zone_are_switched_to_utc(
+    spark: Any, monkeypatch: Any, caplog: Any
+) -> None:
+    """In New York, PySpark would collect a window starting at midnight UTC as 20:00 the day before, and the
+    session would read a window predicate's literal as New York time: a run switches both to UTC."""
+    import time
+    from datetime import datetime
+
+    midnight = datetime(2026, 10, 5)
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    spark.conf.set("spark.sql.session.timeZone", "America/New_York")
+    try:
+        assert spark.sql("SELECT TIMESTAMP'2026-10-05 00:00:00+00:00' AS t").first()["t"] != midnight
+        with caplog.at_level(logging.WARNING, logger="lakemon.session"):
+            ensure_utc(spark)
+        assert "America/New_York" in caplog.text and "TZ is set to UTC" in caplog.text
+        assert spark.sql("SELECT TIMESTAMP'2026-10-05 00:00:00+00:00' AS t").first()["t"] == midnight
+        assert spark.sql("SELECT TIMESTAMP'2026-10-05 00:00:00' AS t").first()["t"] == midnight
+        assert spark.createDataFrame([(midnight,)], "t TIMESTAMP").first()["t"] == midnight
+        caplog.clear()
+        ensure_utc(spark)  # already UTC: nothing to say
+        assert not caplog.text
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", "UTC")
+        monkeypatch.undo()
+        time.tzset()

@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -26,6 +26,7 @@ class _Model(BaseModel):
 
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SECRET_REF = re.compile(r"^[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+$")
 _GRANULARITY = re.compile(r"^\s*(\d+)\s*(minute|minutes|hour|hours|day|days|week|weeks)\s*$")
 _UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400}
 
@@ -136,9 +137,21 @@ class SliceSpec(_Model):
         return self.name or self.column or ""
 
 
+def naive_utc(value: datetime) -> datetime:
+    """A datetime as lakemon stores and compares them: naive, in UTC (an offset is converted, then dropped)."""
+    if value.tzinfo is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
 class TimeRange(_Model):
     start: datetime
     end: datetime
+
+    @field_validator("start", "end")
+    @classmethod
+    def _naive_utc(cls, v: datetime) -> datetime:
+        return naive_utc(v)
 
     @model_validator(mode="after")
     def _ordered(self) -> TimeRange:
@@ -279,7 +292,16 @@ CategoricalStatistic = Literal["js_distance", "psi", "chi2", "tv_distance", "l_i
 
 
 class DriftRule(_Model):
-    statistic: str
+    statistic: Literal[
+        "wasserstein_normalized",
+        "ks",
+        "psi",
+        "js_distance",
+        "wasserstein",
+        "chi2",
+        "tv_distance",
+        "l_infinity",
+    ]
     threshold: float = Field(gt=0)
 
 
@@ -304,6 +326,26 @@ class DriftSpec(_Model):
     top_n: int = Field(default=50, ge=1, le=10_000)
     include_prediction: bool = True
     include_label: bool = True
+
+    @model_validator(mode="after")
+    def _robust_has_critical_values(self) -> DriftSpec:
+        if self.mode != "robust":
+            return self
+        used = {
+            "numeric_statistic": self.numeric_statistic,
+            "categorical_statistic": self.categorical_statistic,
+            **{f"columns.{c}.statistic": r.statistic for c, r in self.columns.items()},
+        }
+        # robust mode subtracts the statistic's critical value under no drift; these two have none
+        wrong = [f"drift.{k}: {v}" for k, v in used.items() if v in ("wasserstein", "chi2")]
+        if wrong:
+            raise ValueError(
+                "mode robust needs a statistic with a critical value, not "
+                + ", ".join(wrong)
+                + " (numeric: wasserstein_normalized, ks, psi, js_distance; categorical: js_distance, psi, "
+                "tv_distance, l_infinity)"
+            )
+        return self
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -373,6 +415,22 @@ class SinkSpec(_Model):
     def _url_source(self) -> SinkSpec:
         if (self.url_env is None) == (self.url_secret is None):
             raise ValueError("a sink needs exactly one of 'url_env' or 'url_secret'")
+        if self.kind == "pagerduty" and (self.routing_key_env is None) == (self.routing_key_secret is None):
+            raise ValueError(
+                "a pagerduty sink needs exactly one of 'routing_key_env' or 'routing_key_secret'"
+            )
+        # the values are names, never the secrets: an error must not repeat what was given (a URL pasted
+        # into url_env would otherwise end up in logs, the alerts table and MLflow)
+        for key in ("url_env", "routing_key_env"):
+            value = getattr(self, key)
+            if value is not None and not _IDENT.match(value):
+                raise ValueError(
+                    f"'{key}' must be the name of an environment variable (letters, digits, '_'), not its value"
+                )
+        for key in ("url_secret", "routing_key_secret"):
+            value = getattr(self, key)
+            if value is not None and not _SECRET_REF.match(value):
+                raise ValueError(f"'{key}' must be a Databricks secret reference 'scope/key', not its value")
         return self
 
 
@@ -435,6 +493,11 @@ class MonitorConfig(_Model):
         parse_granularity(v)
         return v.strip()
 
+    @field_validator("start")
+    @classmethod
+    def _naive_utc(cls, v: datetime | None) -> datetime | None:
+        return None if v is None else naive_utc(v)
+
     @model_validator(mode="after")
     def _consistent(self) -> MonitorConfig:
         keys = [s.key for s in self.slices]
@@ -453,6 +516,22 @@ class MonitorConfig(_Model):
             raise ValueError(
                 "source.score is required for problem_type binary (probability of the positive class)"
             )
+        features = self.source.features
+        if isinstance(features, FeaturesSpec):
+            # a statistic of the other kind would never be computed for the column: no verdict, ever
+            for column, rule in self.drift.columns.items():
+                kind, allowed = (
+                    ("numeric", get_args(NumericStatistic))
+                    if column in features.numeric
+                    else ("categorical", get_args(CategoricalStatistic))
+                    if column in features.categorical
+                    else (None, ())
+                )
+                if kind is not None and rule.statistic not in allowed:
+                    raise ValueError(
+                        f"drift.columns.{column}.statistic: {rule.statistic} is not computed for a {kind} column "
+                        f"(one of {', '.join(allowed)})"
+                    )
         return self
 
     @property

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lakemon import io
-from lakemon.config import MonitorConfig
+from lakemon.config import MonitorConfig, naive_utc
 from lakemon.context import ID, LABEL, LABELED, PRED, SCORE, TS, Results, RunContext
 from lakemon.drift import compute as drift
 from lakemon.performance import compute as perf
@@ -49,6 +49,7 @@ from lakemon.profile import (
     with_quantiles,
 )
 from lakemon.quality import compute as quality
+from lakemon.session import ensure_utc
 from lakemon.tables import (
     ALERTS,
     BASELINE_PROFILE,
@@ -219,7 +220,10 @@ def resolve_columns(cfg: MonitorConfig, schema: Any, label_type: str | None) -> 
 
 
 def validate_source(cfg: MonitorConfig, source: DataFrame, labels: DataFrame | None) -> None:
-    """Check the source (and labels) schemas against the config: missing columns and wrong types."""
+    """Check the source (and labels) schemas against the config: missing columns, wrong types, slice
+    expressions that do not evaluate on the source."""
+    from pyspark.sql import functions as F
+
     src = cfg.source
     need = [(src.id, "source.id"), (src.timestamp, "source.timestamp"), (src.prediction, "source.prediction")]
     if src.score:
@@ -246,6 +250,18 @@ def validate_source(cfg: MonitorConfig, source: DataFrame, labels: DataFrame | N
             raise io.SourceError(
                 f"table '{src.table}': column '{col}' (config key {key}) must be numeric, it is {t}"
             )
+    for i, s in enumerate(cfg.slices):
+        if s.expression is None:
+            continue
+        try:
+            # analysis only, no job: an unknown column or a typo would otherwise put every row in no slice
+            source.select(F.expr(s.expression).cast("boolean"))
+        except Exception as err:
+            first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+            raise io.SourceError(
+                f"table '{src.table}': slice expression {s.expression!r} (config key slices[{i}].expression) "
+                f"cannot be evaluated on it: {first}"
+            ) from None
     if cfg.labels is not None and cfg.labels.table is not None and labels is not None:
         lab = cfg.labels
         need_l = [(lab.id, "labels.id"), (lab.column, "labels.column")]
@@ -330,7 +346,11 @@ class Monitor:
         self.spark = spark
         self.cfg = cfg
         self.output = io.Output(cfg.output)
-        self.as_of = as_of or _now()
+        # windows are naive UTC throughout; a datetime with an offset is converted
+        self.as_of = naive_utc(as_of) if as_of is not None else _now()
+        if backfill is not None:
+            first, last = backfill
+            backfill = (first and naive_utc(first), last and naive_utc(last))
         self.backfill = backfill
         self.config_path = config_path
         self.deliver = deliver
@@ -356,12 +376,14 @@ class Monitor:
         # the last SQL execution before the run (None: no SQL status store), and whether bytes_read is counted
         self._since: int | None = None
         self._bytes_counted = False
+        self.newest_computed: datetime | None = None  # the newest window of window_state (discovery)
 
     # ------------------------------------------------------------------------------------------------
     def run(self) -> RunResult:
         """Run the monitor. A failure is recorded in ``runs`` (status failed, error) and re-raised."""
         from lakemon.tracking import record as tracking_glue
 
+        ensure_utc(self.spark)
         sc = self.spark.sparkContext
         self._since = self._last_execution()
         sc.setJobGroup(self.run_id, self._description(), interruptOnCancel=False)
@@ -388,14 +410,15 @@ class Monitor:
             result.status = "success"
             if every and prior.runs % every == 0:
                 self._compact()
-        except Exception as err:
+        except BaseException as err:  # a cancelled run (KeyboardInterrupt) must not stay 'running' either
             result.status = "failed"
-            result.error = f"{type(err).__name__}: {err}"
+            result.error = f"{type(err).__name__}: {str(err) or 'the run was stopped before it finished'}"
             log.error("[%s] run failed: %s", self.cfg.monitor, result.error)
             log.debug("%s", traceback.format_exc())
             run_row.update(status="failed", error=result.error[:4000])
             raise
         finally:
+            self._release()
             result.phase_seconds = dict(self.phases.seconds)
             result.phase_jobs = dict(self.phases.jobs)
             result.spark_jobs = io.job_count(self.spark, self.run_id)
@@ -422,6 +445,12 @@ class Monitor:
                 tracking_glue.log_failed_run(self, result)
             sc.setJobGroup("", "")
         return result
+
+    def _release(self) -> None:
+        """Unpersist what the run cached (its projected rows, aggregates, the baseline's rows)."""
+        for df in self._cached:
+            df.unpersist()
+        self._cached.clear()
 
     def _description(self, phase: str | None = None) -> str:
         """The description of the run's Spark jobs (in the Spark UI and its SQL executions), with the phase."""
@@ -522,6 +551,8 @@ class Monitor:
             )
             facts, labels_watermark = discovered
             result.discovery = self.discovery
+            # the newest window an earlier run computed (what Prometheus shows; a backfill must not replace it)
+            self.newest_computed = max(state) if state else None
             plan = plan_windows(
                 facts, state, self.window, self.as_of, start=cfg.start, backfill=self.backfill
             )
@@ -613,7 +644,7 @@ class Monitor:
             result.rows_read = int(info["rows"])
 
         with self.phases.phase("aggregate"):
-            results, sketches_df, merged_df = self._aggregate(proj, ctx, planned)
+            results, sketches_df = self._aggregate(proj, ctx, planned)
 
         with self.phases.phase("baseline"):
             # every read of what is stored that the run builds on (the baseline, earlier windows' sketches and
@@ -669,9 +700,7 @@ class Monitor:
             written = self._write(ctx, tables, sketches_df, samples_df, facts, plan.windows, results)
             result.rows_written = written
             info["rows"] = sum(written.values())
-        for df in (merged_df, sketches_df, *self._cached):
-            df.unpersist()
-        self._cached.clear()
+        self._release()
 
         result.alerts = [r for r in alert_rows]
         result.alerts_firing = len(
@@ -708,6 +737,9 @@ class Monitor:
             prior = self._labels_prior = self._last_labels_watermark()
             if lab.timestamp:
                 lts = F.col(f"`{lab.timestamp}`")
+                if _type_of(labels.schema, lab.timestamp) == "date":
+                    # the watermark is stored as a timestamp (runs.labels_watermark)
+                    lts = lts.cast("timestamp")
                 if prior is None:
                     watermark, n_fresh = labels.agg(F.max(lts)).first()[0], 0
                 else:
@@ -1109,7 +1141,7 @@ class Monitor:
 
     def _aggregate(
         self, proj: DataFrame, ctx: RunContext, planned: Sequence[Any]
-    ) -> tuple[Results, DataFrame, DataFrame]:
+    ) -> tuple[Results, DataFrame]:
         """The shared aggregation, category frequencies, keyed performance aggregations; small results out."""
         from pyspark.sql import functions as F
 
@@ -1133,6 +1165,7 @@ class Monitor:
             F.lit(self.run_id).alias("run_id"),
             F.lit(self.started_at).cast("timestamp").alias("computed_at"),
         ).persist()
+        self._cached += [merged_df, sketches_df]  # released by the run, whatever its end (_release)
         results = Results()
         # merged aggregates to the driver: windows x slices rows; sketches become quantiles / estimates
         binary = {a.name for a in aggs if a.merge in ("kll", "hll")}
@@ -1182,7 +1215,7 @@ class Monitor:
                 continue
             results.keyed[ka.name] = kdf.toPandas()  # bins x windows x slices: aggregated, bounded
         results.cells.update(collect_cells(with_quantiles(sketches_df, self.probs)))
-        return results, sketches_df, merged_df
+        return results, sketches_df
 
     # ------------------------------------------------------------------------------------------------
     def _baseline_definition(self, columns: ColumnSet) -> dict[str, Any]:

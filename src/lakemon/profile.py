@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from lakemon.drift.stats import std_from_sums
 from lakemon.plan import OTHER, Agg, ColumnSet, Grouping, aggregate
 
 if TYPE_CHECKING:
@@ -173,6 +174,8 @@ def with_quantiles(sketches: DataFrame, probs: Sequence[float]) -> DataFrame:
         F.expr(f"kll_sketch_get_quantile_double(kll, {arr})"),
     )
     distinct = F.when(F.col("hll").isNotNull(), F.expr("hll_sketch_estimate(hll)"))
+    # how many values the quantile sketch holds: the finite ones (non_null also counts NaN and infinities)
+    finite = F.when(F.col("kll").isNotNull(), F.expr("kll_sketch_get_n_double(kll)"))
     return sketches.select(
         *[
             c
@@ -181,6 +184,7 @@ def with_quantiles(sketches: DataFrame, probs: Sequence[float]) -> DataFrame:
         ],
         q.alias("quantiles"),
         distinct.cast("bigint").alias("distinct_count"),
+        finite.cast("bigint").alias("finite_count"),
     )
 
 
@@ -259,9 +263,7 @@ def profile_metrics(
         fin = int(merged_row.get(f"{p}_fin") or 0)
         s, ss = _f(cell.get("value_sum")), _f(cell.get("value_sum_sq"))
         mean = s / fin if fin and s is not None else None
-        std = None
-        if fin > 1 and s is not None and ss is not None:
-            std = math.sqrt(max(ss - s * s / fin, 0.0) / (fin - 1))
+        std = std_from_sums(fin, s, ss, _f(cell.get("min_value")), _f(cell.get("max_value")))
         out.update(
             {
                 "num_nan": _f(merged_row.get(f"{p}_nan")),

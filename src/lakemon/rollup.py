@@ -3,7 +3,10 @@
 The ``sketches`` table holds, per window x slice x column, mergeable summaries: counts and moments
 (add), min/max, a KLL quantile sketch (``kll_merge_agg_double``), an HLL sketch (``hll_union_agg``) and
 category frequencies (add per value). Merging them over a range gives the range's profile and drift
-inputs exactly as if the range had been one window, within the KLL bound for quantiles.
+inputs as if the range had been one window, within the KLL bound for quantiles. Category frequencies are
+the exception: each window kept its top N values, so a value that fell into ``__other__`` on some windows is
+counted only on the others (its merged count is a lower bound, the rest is in ``__other__``); the merged
+list is cut back to the top N.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lakemon import io
-from lakemon.config import MonitorConfig
+from lakemon.config import MonitorConfig, naive_utc
 from lakemon.context import Results, RunContext
 from lakemon.drift import compute as drift
-from lakemon.plan import ColumnSet, Grouping
+from lakemon.plan import OTHER, ColumnSet, Grouping
 from lakemon.profile import collect_cells, with_quantiles
+from lakemon.session import ensure_utc
 from lakemon.tables import BASELINE_PROFILE, SKETCHES
 
 if TYPE_CHECKING:
@@ -64,14 +68,29 @@ def merged_sketches(spark: SparkSession, cfg: MonitorConfig, start: datetime, en
     return merged.withColumn("window_start", F.lit(start).cast("timestamp"))
 
 
+def top_n(freqs: dict[str, int], n: int) -> dict[str, int]:
+    """The ``n`` most frequent values (ties by value), the rest added to ``__other__``."""
+    listed = sorted(((v, c) for v, c in freqs.items() if v != OTHER and c), key=lambda vc: (-vc[1], vc[0]))
+    out = dict(listed[:n])
+    rest = sum(c for _, c in listed[n:]) + int(freqs.get(OTHER) or 0)
+    if rest:
+        out[OTHER] = rest
+    return out
+
+
 def range_drift(
     spark: SparkSession, cfg: MonitorConfig, start: datetime, end: datetime
 ) -> list[dict[str, Any]]:
     """Drift of the range ``[start, end)`` against the stored baseline profile, from sketches only."""
     from pyspark.sql import functions as F
 
+    ensure_utc(spark)
+    start, end = naive_utc(start), naive_utc(end)
     probs = np.linspace(0.0, 1.0, cfg.drift.quantile_points)
     cur = collect_cells(with_quantiles(merged_sketches(spark, cfg, start, end), probs))  # slices x columns
+    for cell in cur.values():
+        if cell.get("frequencies"):
+            cell["frequencies"] = top_n(cell["frequencies"], cfg.drift.top_n)
     base = (
         io.Output(cfg.output)
         .read(spark, BASELINE_PROFILE)

@@ -129,6 +129,48 @@ def active_session() -> SparkSession | None:
     return SparkSession.getActiveSession()
 
 
+def _is_utc(zone: str) -> bool:
+    """Whether a time-zone name or offset means UTC all year (``UTC``, ``Etc/UTC``, ``Z``, ``+00:00``)."""
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    z = zone.strip()
+    if z.upper() in ("UTC", "Z", "GMT", "+00:00", "-00:00", "+0", "00:00"):
+        return True
+    try:
+        info = ZoneInfo(z)
+    except Exception:
+        return False
+    return all(datetime(2026, month, 15, tzinfo=info).utcoffset() == timedelta(0) for month in (1, 7))
+
+
+def ensure_utc(session: SparkSession) -> None:
+    """Make the Spark session and this Python process read and write timestamps as UTC (a warning when either
+    changes).
+
+    lakemon's windows are naive UTC datetimes. Spark parses the ``TIMESTAMP '...'`` literals of its window
+    predicates in the session's time zone, and PySpark turns timestamps into naive datetimes (``collect``,
+    ``createDataFrame``, ``lit``) in the Python process's local time: in New York a window starting at
+    midnight UTC would come back as 20:00 the day before, be compared with UTC, and be rewritten shifted.
+    A local session and spark-submit already get UTC (:data:`LOCAL_DEFAULTS`, :func:`submit_conf`); a session
+    or a process handed over in another zone (a notebook, a laptop) is switched for the rest of its life.
+    """
+    import time
+
+    zone = session.conf.get("spark.sql.session.timeZone", "UTC") or "UTC"
+    if not _is_utc(zone):
+        log.warning("spark.sql.session.timeZone=%s is set to UTC: lakemon's windows are in UTC", zone)
+        session.conf.set("spark.sql.session.timeZone", "UTC")
+    if time.timezone != 0 or (time.daylight and time.altzone != 0):
+        log.warning(
+            "this Python process runs in time zone %s: TZ is set to UTC (PySpark converts timestamps to local "
+            "times, lakemon's windows are in UTC)",
+            "/".join(time.tzname),
+        )
+        os.environ["TZ"] = "UTC"
+        time.tzset()
+
+
 def missing_tuning(get: Callable[[str], str | None]) -> list[str]:
     """The :data:`TUNING` settings a session lacks, as ``key=value`` (``get`` reads the session's setting).
 

@@ -10,7 +10,6 @@ the columns x slices of a window.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,13 +25,15 @@ CellId = tuple[datetime, str | None, str | None, str]
 
 def numeric_summary(cell: Mapping[str, Any]) -> stats.NumericSummary:
     """A numeric sketch cell as the statistics module's summary."""
-    n = int(cell.get("non_null") or 0)
+    # the finite values (the sketch's count): NaN and infinities are counted in non_null, not in the sums,
+    # the sketch or the moments
+    finite = cell.get("finite_count")
+    n = int((finite if finite is not None else cell.get("non_null")) or 0)
     s, ss = cell.get("value_sum"), cell.get("value_sum_sq")
     mean = std = None
     if n > 0 and s is not None:
         mean = float(s) / n
-        if n > 1 and ss is not None:
-            std = math.sqrt(max(float(ss) - float(s) * float(s) / n, 0.0) / (n - 1))
+        std = stats.std_from_sums(n, s, ss, cell.get("min_value"), cell.get("max_value"))
     q = cell.get("quantiles")
     quantiles = np.asarray(q, dtype=float) if q is not None and len(q) else None
     return stats.NumericSummary(

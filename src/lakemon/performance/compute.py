@@ -378,7 +378,10 @@ def finalize(ctx: RunContext, results: Results) -> list[dict[str, Any]]:
             if cfg.problem_type == "multiclass":
                 cm = confusion.get(key)
                 if cm is not None:
-                    values.update(pm.multiclass_metrics(cm[0], cm[1], m.get("perf_sum_ll")))
+                    # log loss over the labeled rows whose true class has a probability (perf_n_ll)
+                    values.update(
+                        pm.multiclass_metrics(cm[0], cm[1], m.get("perf_sum_ll"), m.get("perf_n_ll"))
+                    )
                     for (t, p), c in cm[2].items():
                         emit(key, "confusion_count", float(c), m, cls=f"{t}|{p}")
             for metric, value in values.items():

@@ -324,12 +324,15 @@ def binary_score_metrics(
 # ---------------------------------------------------------------------------------------------------------
 # multiclass classification
 # ---------------------------------------------------------------------------------------------------------
-def multiclass_metrics(cm: Any, classes: Sequence[Any], sum_log_loss: float | None = None) -> Metrics:
+def multiclass_metrics(
+    cm: Any, classes: Sequence[Any], sum_log_loss: float | None = None, log_loss_rows: float | None = None
+) -> Metrics:
     """Metrics from a confusion matrix ``cm[true, pred]`` whose rows/columns follow ``classes``.
 
     Returns accuracy; macro_/weighted_/micro_ precision, recall and f1; ``precision_<c>``,
     ``recall_<c>``, ``f1_<c>`` per class (suffix from ``class_metric_suffixes``); and log_loss
-    (``sum_log_loss / n``, ``None`` when not given).
+    (``sum_log_loss / log_loss_rows``: the rows whose true class has a probability, by default every row of
+    ``cm``; ``None`` when not given).
 
     Undefined per-class values (no predictions of the class for precision, no true rows for recall,
     neither for f1) are ``None``. Macro and weighted averages follow scikit-learn's
@@ -363,7 +366,8 @@ def multiclass_metrics(cm: Any, classes: Sequence[Any], sum_log_loss: float | No
         out[f"precision_{suffix}"] = prec[i]
         out[f"recall_{suffix}"] = rec[i]
         out[f"f1_{suffix}"] = f1[i]
-    out["log_loss"] = None if sum_log_loss is None else _div(sum_log_loss, n)
+    rows = n if log_loss_rows is None else float(log_loss_rows)
+    out["log_loss"] = None if sum_log_loss is None else _div(sum_log_loss, rows)
     return out
 
 

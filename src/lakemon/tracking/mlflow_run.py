@@ -23,6 +23,8 @@ _BAD = re.compile(r"[^A-Za-z0-9_\-. /:]")
 # MLflow's fluent API keeps the tracking URI and experiment process-wide: monitors run concurrently take turns
 _LOCK = threading.Lock()
 _PRELOADING: list[threading.Thread] = []
+# the tracking URI the process had before lakemon set one (MLflow's default, or MLFLOW_TRACKING_URI)
+_PROCESS_URI: list[str] = []
 
 
 def preload() -> None:
@@ -63,8 +65,11 @@ def log_run(
     import mlflow
 
     with _LOCK:  # see _LOCK
-        if tracking_uri:
-            mlflow.set_tracking_uri(tracking_uri)
+        if not _PROCESS_URI:
+            _PROCESS_URI.append(mlflow.get_tracking_uri())
+        # the URI is process-wide: a monitor without one logs to the process's own store, not to the store
+        # the monitor before it in the same process set
+        mlflow.set_tracking_uri(tracking_uri or _PROCESS_URI[0])
         if (
             mlflow.get_experiment_by_name(experiment) is None
             and tracking_uri

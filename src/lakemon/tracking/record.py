@@ -235,6 +235,7 @@ def alert_history(monitor: Monitor, windows: Sequence[datetime]) -> AlertHistory
         [r.persistence.n for r in rules]
         + [r.persistence.resolve_after for r in rules]
         + [r.condition.history for r in rules]
+        + [r.escalate_after or 0 for r in rules]  # an escalation counts the episode's windows
         + [1]
     )
     depth = min(depth + 1, 90)
@@ -273,6 +274,22 @@ def alert_history(monitor: Monitor, windows: Sequence[datetime]) -> AlertHistory
     return {t.name: rows for t, rows in found.items()}, sent
 
 
+def delivery_failed(delivery: str | None) -> bool:
+    """Whether a stored notification's ``delivery`` says no sink took it and one failed (to be sent again).
+
+    One sink that took it is enough: sending again would repeat it there. ``no_sinks``, ``not_sent`` (a run
+    without delivery) and sinks that skipped it (below their severity) are not failures.
+    """
+    try:
+        status = json.loads(delivery or "{}")
+    except ValueError:
+        return False
+    if not isinstance(status, dict):
+        return False
+    sinks = [v.get("status") for v in status.values() if isinstance(v, dict)]
+    return "failed" in sinks and "delivered" not in sinks
+
+
 def evaluate_alerts(
     monitor: Monitor,
     ctx: RunContext,
@@ -293,6 +310,8 @@ def evaluate_alerts(
         for metric, value in metrics.items()
     }
     rows = evaluate(rules, obs, baseline, emit_windows=set(windows))
+    # a notification no sink took (every sink failed) is sent again by the next run that computes its window
+    sent = {key: delivery for key, delivery in sent.items() if not delivery_failed(delivery)}
     to_send = [r for r in rows if r.notify != "none" and (r.alert_id, r.window_start, r.notify) not in sent]
     delivery: dict[str, Any] = {}
     if monitor.deliver and to_send and cfg.alerts.sinks:
@@ -498,6 +517,17 @@ def deliver(
     from lakemon.tracking.prometheus import push_metrics
 
     latest = max(result.windows) if result.windows else None
+    newest = monitor.newest_computed
+    if latest is not None and newest is not None and latest < newest:
+        # a backfill, or late data re-opening old windows: the push replaces the monitor's whole group, so the
+        # gauges and firing alerts of its newest window stay as the run that computed it pushed them
+        log.info(
+            "[%s] prometheus: not pushed (the run's newest window %s is older than the monitor's, %s)",
+            cfg.monitor,
+            latest,
+            newest,
+        )
+        return
     gauges: list[tuple[str, dict[str, str], float]] = []
     for r in tables.get(DRIFT_METRICS.name, []):
         if (
