@@ -134,6 +134,7 @@ def test_numeric_cells_count_their_finite_values() -> None:
     x = rng.normal(50.0, 10.0, 5000)
     cell = {
         "non_null": 10_000,  # 5,000 of them NaN
+        "nulls": 0,
         "finite_count": 5000,
         "value_sum": x.sum(),
         "value_sum_sq": (x * x).sum(),
@@ -142,7 +143,7 @@ def test_numeric_cells_count_their_finite_values() -> None:
         "quantiles": np.quantile(x, np.linspace(0, 1, 101)),
     }
     summary = compute.numeric_summary(cell)
-    assert summary.n == 5000
+    assert summary.n == 5000 and summary.nulls == 5000  # NaN counts with the nulls (null_ratio_delta)
     assert summary.mean == pytest.approx(x.mean(), rel=1e-12)
     assert summary.std == pytest.approx(x.std(ddof=1), rel=1e-9)
     # a cell stored before the sketches' count was read: non_null as before

@@ -338,18 +338,38 @@ def test_rerun_backfill_and_late_rows(spark, demo):
     assert alerts_of((1, 2)) == alerts_before
     assert verdicts_of((1, 2)) == verdicts_before
 
-    # late rows for day 2: only that window is recomputed
+    # late rows for day 2 and for a later day whose alerts continue an episode: only those two windows are
+    # recomputed, and the later day's alerts go on from the stored days between them (not opened again)
+    episode = _table(spark, demo, "alerts").where(
+        (F.col("consecutive_windows") >= 2) & (F.col("window_start") >= _day(4))
+    )
+    later = episode.agg(F.max("window_start")).first()[0]
+    assert later is not None, "the demo's incidents give an alert episode of 2+ windows after day 4"
+
+    def states(ws):
+        rows = _table(spark, demo, "alerts").where(F.col("window_start") == ws).collect()
+        return sorted((r["alert_id"], r["status"]) for r in rows), {
+            r["alert_id"] for r in rows if r["notify"] == "open"
+        }
+
+    states_before = states(later)
     pred_path = str(demo["wd"] / "data" / "predictions")
     pred = spark.read.format("delta").load(pred_path)
+
+    def rows_of(start):
+        return pred.where((F.col("ts") >= start) & (F.col("ts") < start + timedelta(days=1)))
+
     late = (
-        pred.where((F.col("ts") >= _day(2)) & (F.col("ts") < _day(3)))
+        rows_of(_day(2))
         .limit(50)
+        .unionByName(rows_of(later).limit(50))
         .withColumn("prediction_id", F.concat(F.lit("late-"), F.col("prediction_id")))
     )
-    day_rows = pred.where((F.col("ts") >= _day(2)) & (F.col("ts") < _day(3))).count()  # before the append
+    day_rows = rows_of(_day(2)).count()  # before the append
     late.write.format("delta").mode("append").save(pred_path)
     res = run_monitor(spark, cfg, as_of=AS_OF, deliver=False)
-    assert res.windows == [_day(2)] and res.reasons[_day(2)] == "late_rows"
+    assert res.windows == [_day(2), later] and set(res.reasons.values()) == {"late_rows"}
+    assert states(later) == states_before
     assert res.discovery == "appended"  # the late rows' file read, not the whole log
     prof = _table(spark, demo, "profile_metrics").where(
         (F.col("column_name") == ":table") & (F.col("metric") == "row_count") & F.col("slice_key").isNull()

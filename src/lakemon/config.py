@@ -26,7 +26,7 @@ class _Model(BaseModel):
 
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_SECRET_REF = re.compile(r"^[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+$")
+_SECRET_REF = re.compile(r"^[A-Za-z0-9_.@\-]+/[A-Za-z0-9_.\-]+$")  # Databricks: scope/key
 _GRANULARITY = re.compile(r"^\s*(\d+)\s*(minute|minutes|hour|hours|day|days|week|weeks)\s*$")
 _UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400}
 

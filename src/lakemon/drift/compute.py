@@ -25,10 +25,12 @@ CellId = tuple[datetime, str | None, str | None, str]
 
 def numeric_summary(cell: Mapping[str, Any]) -> stats.NumericSummary:
     """A numeric sketch cell as the statistics module's summary."""
-    # the finite values (the sketch's count): NaN and infinities are counted in non_null, not in the sums,
-    # the sketch or the moments
+    # the finite values (the sketch's count): NaN and infinities are in non_null but not in the sums, the
+    # sketch or the moments; they count with the nulls (stats.NumericSummary)
+    non_null = int(cell.get("non_null") or 0)
     finite = cell.get("finite_count")
-    n = int((finite if finite is not None else cell.get("non_null")) or 0)
+    n = int(finite) if finite is not None else non_null
+    nulls = int(cell.get("nulls") or 0) + max(non_null - n, 0)
     s, ss = cell.get("value_sum"), cell.get("value_sum_sq")
     mean = std = None
     if n > 0 and s is not None:
@@ -38,7 +40,7 @@ def numeric_summary(cell: Mapping[str, Any]) -> stats.NumericSummary:
     quantiles = np.asarray(q, dtype=float) if q is not None and len(q) else None
     return stats.NumericSummary(
         n=n if quantiles is not None else 0,
-        nulls=int(cell.get("nulls") or 0),
+        nulls=nulls,
         mean=mean,
         std=std,
         quantiles=quantiles,

@@ -4,6 +4,7 @@ the MLflow run, the summary, and the run bookkeeping in ``runs`` (interrupted an
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -239,14 +240,27 @@ def alert_history(monitor: Monitor, windows: Sequence[datetime]) -> AlertHistory
         + [1]
     )
     depth = min(depth + 1, 90)
-    lo = min(windows) - depth * monitor.window
+    # the `depth` windows before each of the run's that the run does not recompute: a run for late rows of
+    # D-5 and the new day D computes those two, and D's alerts continue the episodes of D-4..D-1 (neither
+    # re-opened nor sent again)
+    spans: list[list[datetime]] = []
+    for w in sorted(windows):
+        if spans and w - depth * monitor.window <= spans[-1][1]:
+            spans[-1][1] = w
+        else:
+            spans.append([w - depth * monitor.window, w])
+    ws = F.col("window_start")
+    in_spans = functools.reduce(
+        lambda a, b: a | b, [(ws >= F.lit(lo)) & (ws < F.lit(hi)) for lo, hi in spans]
+    )
     cond = (
         (F.col("monitor") == cfg.monitor)
         & (F.col("granularity") == cfg.granularity)
-        & (F.col("window_start") >= F.lit(lo))
-        & (F.col("window_start") < F.lit(min(windows)))
+        & in_spans
+        & ~ws.isin(list(windows))
     )
-    # monitoring-table rows (already aggregated) of at most `depth` earlier windows: bounded, never raw rows
+    # monitoring-table rows (already aggregated) of at most `depth` windows before each of the run's: bounded,
+    # never raw rows
     wheres = {
         QUALITY_RESULTS: cond,
         PERFORMANCE_METRICS: cond & F.col("class").isNull(),
