@@ -90,6 +90,13 @@ def test_run_delivers_alerts_once_without_leaking_secrets(spark, setup, monkeypa
             assert len(hook.requests) == 2
             failed = out_alerts(spark, cfg).where("notify != 'none'").collect()
             assert failed and all('"failed"' in (r["delivery"] or "") for r in failed)
+            # a backfill without delivery sends nothing and leaves them failed
+            quiet = run_monitor(
+                spark, cfg, as_of=D0 + timedelta(days=5), start=D0, end=D0 + timedelta(days=3), deliver=False
+            )
+            assert quiet.status == "success" and len(hook.requests) == 2
+            still = out_alerts(spark, cfg).where("notify != 'none'").collect()
+            assert sorted(r["delivery"] for r in still) == sorted(r["delivery"] for r in failed)
             # a backfill of the same windows sends what no sink took, once
             retried = run_monitor(
                 spark, cfg, as_of=D0 + timedelta(days=5), start=D0, end=D0 + timedelta(days=3)

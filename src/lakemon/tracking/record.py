@@ -325,7 +325,8 @@ def evaluate_alerts(
     }
     rows = evaluate(rules, obs, baseline, emit_windows=set(windows))
     # a notification no sink took (every sink failed) is sent again by the next run that computes its window
-    sent = {key: delivery for key, delivery in sent.items() if not delivery_failed(delivery)}
+    stored_delivery = sent
+    sent = {key: delivery for key, delivery in stored_delivery.items() if not delivery_failed(delivery)}
     to_send = [r for r in rows if r.notify != "none" and (r.alert_id, r.window_start, r.notify) not in sent]
     delivery: dict[str, Any] = {}
     if monitor.deliver and to_send and cfg.alerts.sinks:
@@ -351,6 +352,8 @@ def evaluate_alerts(
             d["delivery"] = json.dumps(
                 {k: {kk: v.get(kk) for kk in ("status", "attempts", "error")} for k, v in delivery.items()}
             )
+        elif key in stored_delivery:  # failed before and not sent by this run (delivery off): still failed
+            d["delivery"] = stored_delivery[key]
         elif r.notify != "none":
             d["delivery"] = json.dumps(
                 {"status": "no_sinks"} if not cfg.alerts.sinks else {"status": "not_sent"}
