@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from lakemon.config import ConfigError, MonitorConfig, config_files, load_config, naive_utc
+from lakemon.config import ConfigError, MonitorConfig, config_files, load_config
 
 log = logging.getLogger("lakemon")
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
@@ -32,7 +32,7 @@ def _ts(text: str | None) -> datetime | None:
     if text is None:
         return None
     try:
-        return naive_utc(datetime.fromisoformat(text))
+        return datetime.fromisoformat(text)
     except ValueError:
         raise SystemExit(
             f"expected an ISO date or timestamp (e.g. 2026-10-01 or 2026-10-01T06:00), got {text!r}"

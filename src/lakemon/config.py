@@ -293,15 +293,8 @@ CategoricalStatistic = Literal["js_distance", "psi", "chi2", "tv_distance", "l_i
 
 class DriftRule(_Model):
     statistic: Literal[
-        "wasserstein_normalized",
-        "ks",
-        "psi",
-        "js_distance",
-        "wasserstein",
-        "chi2",
-        "tv_distance",
-        "l_infinity",
-    ]
+        NumericStatistic, CategoricalStatistic
+    ]  # the column's kind is checked by MonitorConfig
     threshold: float = Field(gt=0)
 
 
