@@ -288,6 +288,43 @@ def test_run_refused_while_an_earlier_one_is_running_writes_nothing(spark: Any, 
     assert read_table(spark, cfg, "window_state").count() == 0
 
 
+def test_runs_whose_inserts_cross_are_ordered_by_commit_not_by_clock(spark: Any, tmp_path: Path) -> None:
+    """The run that started first may commit its ``runs`` row second (a slower start, a clock behind): it must
+    then be refused, not go on beside the other. A ``runs`` table created without row tracking (by an earlier
+    lakemon) gets it at start, its rows kept."""
+    from datetime import UTC, datetime
+
+    from lakemon.tables import RUNS
+    from lakemon.tracking.record import settle_running_runs
+
+    cfg = config(tmp_path, output={"path": str(tmp_path / "out_crossing")}, empty_tables=False)
+    parsed = parse_config(cfg)
+    output = io.Output(parsed.output)
+    spark.sql(f"CREATE TABLE delta.`{output.location(RUNS)}` ({RUNS.ddl}) USING DELTA")  # as lakemon 0.x did
+    now = datetime.now(UTC).replace(tzinfo=None)
+    alive = f"{socket.gethostname()}:{os.getpid()}"  # this process: both runs are alive
+    old = {
+        "run_id": "old",
+        "monitor": parsed.monitor,
+        "started_at": now - timedelta(days=1),
+        "status": "success",
+    }
+    io.insert_run(spark, output, old)
+    io.ensure_tables(spark, output)
+    assert "row_commit_version" in output.read(spark, RUNS).select("_metadata.*").columns
+
+    first = {"run_id": "started-first", "monitor": parsed.monitor, "started_at": now, "status": "running"}
+    second = {**first, "run_id": "started-second", "started_at": now + timedelta(seconds=2)}
+    io.insert_run(spark, output, {**second, "owner": alive})  # the second to start commits its row first
+    prior = settle_running_runs(spark, output, parsed.monitor, "started-second", second["started_at"])
+    assert prior.runs == 2  # the run before row tracking is kept and counted
+    io.insert_run(spark, output, {**first, "owner": alive})
+    with pytest.raises(io.ConcurrentRunError, match="started-second"):
+        settle_running_runs(spark, output, parsed.monitor, "started-first", first["started_at"])
+    statuses = {r["run_id"]: r["status"] for r in _runs(spark, cfg)}
+    assert statuses == {"old": "success", "started-first": "refused", "started-second": "running"}
+
+
 # ---------------------------------------------------------------------------------------------------
 # source schema changes
 # ---------------------------------------------------------------------------------------------------

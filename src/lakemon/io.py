@@ -373,13 +373,17 @@ def ensure_tables(spark: SparkSession, output: Output, tables: Sequence[TableDef
                     + "; ".join(problems)
                     + ". Restore it (Delta time travel: RESTORE TABLE ... TO VERSION AS OF n) or move it away."
                 )
+            if table.row_tracking:
+                _enable_row_tracking(spark, output, table)
             return
         try:
             # DDL commits the table's metadata without running a write job (2.5x faster than an empty write)
-            stats = ",".join(table.stats_columns)
+            props = [f"'delta.dataSkippingStatsColumns' = '{','.join(table.stats_columns)}'"]
+            if table.row_tracking:
+                props.append("'delta.enableRowTracking' = 'true'")
             spark.sql(
                 f"CREATE TABLE IF NOT EXISTS {output.ref(table)} ({table.ddl}) USING DELTA "
-                f"TBLPROPERTIES ('delta.dataSkippingStatsColumns' = '{stats}')"
+                f"TBLPROPERTIES ({', '.join(props)})"
             )
         except Exception:
             # Another first run created it at the same moment (Delta protocol/metadata conflict): fine if
@@ -390,6 +394,26 @@ def ensure_tables(spark: SparkSession, output: Output, tables: Sequence[TableDef
         log.debug("created monitoring table %s", output.location(table))
 
     concurrently(spark, one, [(t,) for t in tables])
+
+
+def _has_row_tracking(spark: SparkSession, output: Output, table: TableDef) -> bool:
+    """Whether the table's rows carry ``_metadata.row_commit_version`` (Delta row tracking on); no job."""
+    metadata = output.read(spark, table).select("_metadata").schema["_metadata"].dataType
+    return "row_commit_version" in metadata.fieldNames()  # type: ignore[attr-defined]
+
+
+def _enable_row_tracking(spark: SparkSession, output: Output, table: TableDef) -> None:
+    """Turn Delta row tracking on for a table created without it (by lakemon before row tracking was declared):
+    once per table, a protocol upgrade and a commit that numbers the existing rows."""
+    if _has_row_tracking(spark, output, table):
+        return
+    log.info("enabling Delta row tracking on monitoring table %s", output.location(table))
+    try:
+        spark.sql(f"ALTER TABLE {output.ref(table)} SET TBLPROPERTIES ('delta.enableRowTracking' = 'true')")
+    except Exception:
+        # another run enabled it at the same moment (a metadata conflict): fine if it is on now
+        if not _has_row_tracking(spark, output, table):
+            raise
 
 
 def _schema_if_exists(spark: SparkSession, output: Output, table: TableDef) -> StructType | None:

@@ -27,6 +27,9 @@ class TableDef:
     of its own monitor, so those are the columns the run's reads and ``replaceWhere`` filter on. Delta's
     default (the first 32 columns) makes every read of the table parse and filter statistics of every column,
     a generated class of ~100 kB that is compiled afresh by every run (its window bounds are literals in it).
+
+    ``row_tracking``: Delta row tracking is on (``delta.enableRowTracking``), so a row's
+    ``_metadata.row_commit_version`` says which commit last wrote it (``runs``: the order in which runs began).
     """
 
     name: str
@@ -34,6 +37,7 @@ class TableDef:
     windowed: bool = True
     row_bytes: int = 256
     stats_columns: tuple[str, ...] = ("monitor", "granularity", "window_start")
+    row_tracking: bool = False
 
     @property
     def columns(self) -> list[str]:
@@ -143,6 +147,8 @@ RUNS = TableDef(
     "labels_watermark TIMESTAMP, owner STRING, error STRING",
     windowed=False,
     stats_columns=("run_id", "monitor", "started_at", "status"),
+    # which of two runs of a monitor inserted its row first: the commit versions order them, clocks may not
+    row_tracking=True,
 )
 
 ALL_TABLES: tuple[TableDef, ...] = (

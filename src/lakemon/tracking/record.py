@@ -79,7 +79,8 @@ def settle_running_runs(
     stale_hours: float = 24.0,
 ) -> PriorRuns:
     """Once this run's row is in ``runs``: record the monitor's runs left ``running`` by a process that died
-    (killed driver) as failed, saying so, and refuse to run while an earlier run is still running.
+    (killed driver) as failed, saying so, and refuse to run while an earlier run is still running (one whose
+    row was committed to ``runs`` before this run's: Delta row tracking gives each row's commit version).
 
     One read of ``runs`` for both (a monitoring table read is mostly Delta latency, paid by every run), which
     also counts the monitor's runs so far, this one included (it paces the tables' compaction), and reads the
@@ -90,13 +91,18 @@ def settle_running_runs(
     others_running = (F.col("status") == "running") & (F.col("run_id") != run_id)
     seconds = F.aggregate(F.map_values("phase_seconds"), F.lit(0.0), lambda a, b: a + b)
     succeeded = F.struct(F.col("started_at"), seconds.alias("seconds"))
+    # the commit that inserted a running row (a running row is not rewritten before its run ends)
+    version = F.col("_metadata.row_commit_version")
     found = (
         output.read(spark, RUNS)
         .where(F.col("monitor") == monitor)
         .agg(
             F.count(F.lit(1)).alias("runs"),
+            F.max(F.when(F.col("run_id") == run_id, version)).alias("version"),
             # other runs of this monitor still marked running: a handful at most
-            F.collect_list(F.when(others_running, F.struct(*RUNS.columns))).alias("running"),
+            F.collect_list(F.when(others_running, F.struct(*RUNS.columns, version.alias("_version")))).alias(
+                "running"
+            ),
             # the latest RECENT_RUNS successful runs' (started_at, seconds), newest first
             F.slice(
                 F.sort_array(
@@ -110,7 +116,7 @@ def settle_running_runs(
         .first()
     )
     # one aggregated row, always (an aggregation without grouping)
-    runs, rows = int(found["runs"]), list(found["running"])
+    runs, rows, own = int(found["runs"]), list(found["running"]), found["version"]
     recent = [float(r["seconds"]) for r in found["recent"]]
     now = datetime.utcnow()
     for r in rows:
@@ -127,7 +133,13 @@ def settle_running_runs(
             io.upsert_run(spark, output, d)
             log.warning("[%s] run %s was interrupted earlier; recorded as failed", monitor, r["run_id"])
             continue
-        if (r["started_at"], r["run_id"]) < (started_at, run_id):
+        # The run whose row was committed first goes on. Start times cannot decide it: a run that started
+        # first but inserted its row second would not see itself as the later one, and both would go on.
+        if r["_version"] is not None and own is not None:
+            first = (r["_version"], r["run_id"]) < (own, run_id)
+        else:
+            first = (r["started_at"], r["run_id"]) < (started_at, run_id)
+        if first:
             msg = (
                 f"another run of monitor '{monitor}' is in progress (run {r['run_id']} started "
                 f"{r['started_at']:%Y-%m-%d %H:%M:%S} UTC by {r['owner']}); this run was refused and wrote nothing"
