@@ -207,3 +207,77 @@ def test_fail_on_sets_the_exit_code(spark, setup):
         )
         == 3
     )
+
+
+def test_late_data_that_clears_an_alert_resolves_it_once(spark, setup, monkeypatch):
+    """The newest day fails a quality check and its alert is sent (open). Late rows then make that day pass:
+    its recomputation emits no row for the alert, whose episode is gone, so the run sends a resolve for it
+    (receivers would otherwise keep it open for ever); a further recomputation sends nothing."""
+    tmp = setup
+    empty_mlflow_store(tmp / "mlflow3.db")
+    day2 = D0 + timedelta(days=2)
+    raw = {
+        "monitor": "retract",
+        "model": {"name": "m"},
+        "problem_type": "binary",
+        "source": {
+            "table": str(tmp / "log"),
+            "timestamp": "ts",
+            "id": "id",
+            "prediction": "prediction",
+            "score": "score",
+            "features": {"numeric": ["x"]},
+        },
+        "baseline": {"range": {"start": D0.isoformat(), "end": (D0 + timedelta(days=1)).isoformat()}},
+        "output": {"path": str(tmp / "mon3")},
+        "mlflow": {"experiment": "retract", "tracking_uri": f"sqlite:///{tmp}/mlflow3.db"},
+        # day 2 is shifted by +2: ~16% of its x above 3
+        "quality": {
+            "engine": "fast",
+            "default_checks": False,
+            "checks": [
+                {
+                    "name": "x_range",
+                    "check": "between",
+                    "column": "x",
+                    "args": {"min": -3, "max": 3},
+                    "max_fail_ratio": 0.05,
+                }
+            ],
+        },
+        "alerts": {
+            "default_rules": False,
+            "rules": [
+                {"name": "x_range_failed", "signal": "quality", "metric": "x_range", "severity": "critical"}
+            ],
+            "sinks": [{"name": "hook", "kind": "generic", "url_env": "LAKEMON_TEST_HOOK"}],
+        },
+    }
+    cfg = parse_config(raw)
+    as_of = D0 + timedelta(days=5)
+
+    def notes(request) -> list[tuple]:
+        return [(a["alert_id"], a["window_start"][:10], a["notify"]) for a in request.json()["alerts"]]
+
+    with servers.RecordingServer() as hook:
+        monkeypatch.setenv("LAKEMON_TEST_HOOK", f"{hook.url}/hook")
+        assert run_monitor(spark, cfg, as_of=as_of).status == "success"
+        [(aid, window, notify)] = notes(hook.requests[0])
+        assert (window, notify) == (f"{day2:%Y-%m-%d}", "open")
+
+        # late rows of day 2, all in range: 2.3% of the day fails now
+        late = pd.DataFrame(
+            {"id": [f"late{i}" for i in range(8000)], "ts": [day2 + timedelta(hours=12)] * 8000}
+        )
+        late = late.assign(x=0.0, c="p", score=0.5, prediction=1, label=1)
+        spark.createDataFrame(late).write.format("delta").mode("append").save(str(tmp / "log"))
+        res = run_monitor(spark, cfg, as_of=as_of)
+        assert res.windows == [day2] and res.reasons[day2] == "late_rows", res.reasons
+        assert len(hook.requests) == 2 and notes(hook.requests[1]) == [(aid, f"{day2:%Y-%m-%d}", "resolve")]
+        [row] = out_alerts(spark, cfg).collect()
+        assert (row["status"], row["notify"], row["window_start"]) == ("resolved", "resolve", day2)
+        assert '"delivered"' in row["delivery"]
+
+        # the same day recomputed again: the alert is neither opened nor resolved again
+        again = run_monitor(spark, cfg, as_of=as_of, start=day2, end=day2 + timedelta(days=1))
+        assert again.windows == [day2] and len(hook.requests) == 2

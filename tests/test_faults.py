@@ -290,9 +290,11 @@ def test_run_refused_while_an_earlier_one_is_running_writes_nothing(spark: Any, 
 
 def test_runs_whose_inserts_cross_are_ordered_by_commit_not_by_clock(spark: Any, tmp_path: Path) -> None:
     """The run that started first may commit its ``runs`` row second (a slower start, a clock behind): it must
-    then be refused, not go on beside the other. A ``runs`` table created without row tracking (by an earlier
-    lakemon) gets it at start, its rows kept."""
+    then be refused, not go on beside the other. A ``runs`` table created by an earlier lakemon (no row
+    tracking, no ``labels_at_watermark``) gets both at start, its rows kept."""
     from datetime import UTC, datetime
+
+    from pyspark.sql.types import StructType
 
     from lakemon.tables import RUNS
     from lakemon.tracking.record import settle_running_runs
@@ -300,7 +302,11 @@ def test_runs_whose_inserts_cross_are_ordered_by_commit_not_by_clock(spark: Any,
     cfg = config(tmp_path, output={"path": str(tmp_path / "out_crossing")}, empty_tables=False)
     parsed = parse_config(cfg)
     output = io.Output(parsed.output)
-    spark.sql(f"CREATE TABLE delta.`{output.location(RUNS)}` ({RUNS.ddl}) USING DELTA")  # as lakemon 0.x did
+    earlier_ddl = RUNS.ddl.replace(", labels_at_watermark BIGINT", "")
+    assert earlier_ddl != RUNS.ddl
+    spark.sql(
+        f"CREATE TABLE delta.`{output.location(RUNS)}` ({earlier_ddl}) USING DELTA"
+    )  # as lakemon 0.x did
     now = datetime.now(UTC).replace(tzinfo=None)
     alive = f"{socket.gethostname()}:{os.getpid()}"  # this process: both runs are alive
     old = {
@@ -309,7 +315,10 @@ def test_runs_whose_inserts_cross_are_ordered_by_commit_not_by_clock(spark: Any,
         "started_at": now - timedelta(days=1),
         "status": "success",
     }
-    io.insert_run(spark, output, old)
+    schema = StructType.fromDDL(earlier_ddl)
+    spark.createDataFrame([{c: old.get(c) for c in schema.fieldNames()}], schema).write.format("delta").mode(
+        "append"
+    ).save(output.location(RUNS))
     io.ensure_tables(spark, output)
     assert "row_commit_version" in output.read(spark, RUNS).select("_metadata.*").columns
 
@@ -321,8 +330,15 @@ def test_runs_whose_inserts_cross_are_ordered_by_commit_not_by_clock(spark: Any,
     io.insert_run(spark, output, {**first, "owner": alive})
     with pytest.raises(io.ConcurrentRunError, match="started-second"):
         settle_running_runs(spark, output, parsed.monitor, "started-first", first["started_at"])
-    statuses = {r["run_id"]: r["status"] for r in _runs(spark, cfg)}
-    assert statuses == {"old": "success", "started-first": "refused", "started-second": "running"}
+    runs = _runs(spark, cfg)
+    assert {r["run_id"]: r["status"] for r in runs} == {
+        "old": "success",
+        "started-first": "refused",
+        "started-second": "running",
+    }
+    assert all(
+        r["labels_at_watermark"] is None for r in runs
+    )  # the added column, NULL where nothing wrote it
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -518,36 +534,71 @@ def test_labels_timestamp_of_another_type_is_a_clear_error(spark: Any, tiny: dic
 
 
 def test_labels_timestamp_of_type_date(spark: Any, tiny: dict[str, Any]) -> None:
-    """Labels stamped with a DATE: the run is recorded with its watermark (a timestamp column of ``runs``),
-    and labels of a later date re-open the windows of their predictions."""
+    """Labels stamped with a DATE: the run is recorded with its watermark (a timestamp column of ``runs``) and
+    the count of labels of that date. Labels of the same date appended later, and labels of a later date,
+    re-open the windows of their predictions (the window then counts them); a run with no new label computes
+    nothing."""
     from datetime import datetime, timedelta
+
+    from pyspark.sql import functions as F
 
     d = tiny["dir"]
     labels = str(d / "labels_date")
     rows = log_frame(spark, rows=300, days=1, seed=4)
-    rows.where("CAST(substr(prediction_id, 2) AS INT) % 2 = 0").selectExpr(
-        "prediction_id", "label", "DATE'2026-03-04' AS labeled_on"
-    ).write.format("delta").save(labels)
+    part = F.substring("prediction_id", 2, 10).cast("int") % 4
+
+    def add_labels(parts: list[int], day: str) -> int:
+        batch = rows.where(part.isin(parts)).selectExpr(
+            "prediction_id", "label", f"DATE'{day}' AS labeled_on"
+        )
+        batch.write.format("delta").mode("append").save(labels)
+        return batch.count()
+
     cfg = config(
         d,
         labels={"table": labels, "id": "prediction_id", "column": "label", "timestamp": "labeled_on"},
         output={"path": str(d / "out_labels_date")},
+        performance={"min_labeled": 20},
         baseline=None,
     )
     parsed = parse_config(cfg)
-    first = run_monitor(spark, parsed, as_of=tiny["info"]["as_of"], deliver=False)
-    assert first.status == "success" and first.windows == tiny["info"]["windows"]
-    [row] = _runs(spark, cfg)
-    assert row["status"] == "success" and row["labels_watermark"] == datetime(2026, 3, 4), row
-
-    rows.where("CAST(substr(prediction_id, 2) AS INT) % 2 = 1").selectExpr(
-        "prediction_id", "label", "DATE'2026-03-05' AS labeled_on"
-    ).write.format("delta").mode("append").save(labels)
-    second = run_monitor(spark, parsed, as_of=tiny["info"]["as_of"] + timedelta(hours=1), deliver=False)
     [window] = tiny["info"]["windows"]
-    assert second.status == "success" and second.windows == [window], second.windows
-    assert second.reasons[window] == "new_labels"
-    assert [r["status"] for r in _runs(spark, cfg)] == ["success", "success"]
+
+    def run(hours: int) -> tuple[Any, dict[str, Any], float]:
+        res = run_monitor(spark, parsed, as_of=tiny["info"]["as_of"] + timedelta(hours=hours), deliver=False)
+        assert res.status == "success", res.error
+        last = max(_runs(spark, cfg), key=lambda r: r["started_at"])
+        labeled = (
+            read_table(spark, cfg, "performance_metrics")
+            .where(F.col("slice_key").isNull() & (F.col("metric") == "labeled_count"))
+            .select("value")
+            .first()[0]  # one row: the population's count of the only window
+        )
+        return res, last, labeled
+
+    first_batch = add_labels([0], "2026-03-04")
+    res, row, labeled = run(0)
+    assert res.windows == [window]
+    assert row["labels_watermark"] == datetime(2026, 3, 4) and row["labels_at_watermark"] == first_batch, row
+    assert labeled == first_batch
+
+    # a second batch of the same date: more labels stamped with the watermark than the last run counted
+    second_batch = add_labels([2], "2026-03-04")
+    res, row, labeled = run(1)
+    assert res.windows == [window] and res.reasons[window] == "new_labels", res.reasons
+    assert row["labels_at_watermark"] == first_batch + second_batch, row
+    assert labeled == first_batch + second_batch
+
+    # nothing new: nothing computed, the count kept
+    res, row, _ = run(2)
+    assert res.windows == [] and row["labels_at_watermark"] == first_batch + second_batch, row
+
+    later = add_labels([1, 3], "2026-03-05")
+    res, row, labeled = run(3)
+    assert res.windows == [window] and res.reasons[window] == "new_labels", res.reasons
+    assert row["labels_watermark"] == datetime(2026, 3, 5) and row["labels_at_watermark"] == later, row
+    assert labeled == first_batch + second_batch + later == 300
+    assert [r["status"] for r in _runs(spark, cfg)] == ["success"] * 4
 
 
 def test_monitoring_table_altered_by_hand(spark: Any, history: dict[str, Any], tmp_path: Path) -> None:

@@ -85,7 +85,7 @@ def test_appended_files_give_the_facts_of_a_scan(spark, tmp_path):
 
     # the facts recorded from appended files equal those of a scan of the whole log
     scan_cfg = parse_config(config(tmp_path, source={"incremental_discovery": "never"}, baseline=None))
-    scanned, _ = Monitor(spark, scan_cfg)._discover(spark.read.format("delta").load(path), None)
+    scanned, *_ = Monitor(spark, scan_cfg)._discover(spark.read.format("delta").load(path), None)
     expected = {f.window_start: (f.row_count, f.fingerprint) for f in scanned}
     assert len(expected) == 4
     assert {r["window_start"]: (r["row_count"], r["source_fingerprint"]) for r in stored} == expected

@@ -359,6 +359,10 @@ def ensure_tables(spark: SparkSession, output: Output, tables: Sequence[TableDef
         actual = _schema_if_exists(spark, output, table)
         if actual is not None:
             have = {f.name: _type_key(f.dataType.simpleString()) for f in actual.fields}
+            added = [f for f in expected.fields if f.name in table.added_columns and f.name not in have]
+            if added:
+                _add_columns(spark, output, table, added)
+                have.update({f.name: _type_key(f.dataType.simpleString()) for f in added})
             problems = []
             for f in expected.fields:
                 if f.name not in have:
@@ -394,6 +398,20 @@ def ensure_tables(spark: SparkSession, output: Output, tables: Sequence[TableDef
         log.debug("created monitoring table %s", output.location(table))
 
     concurrently(spark, one, [(t,) for t in tables])
+
+
+def _add_columns(spark: SparkSession, output: Output, table: TableDef, fields: Sequence[Any]) -> None:
+    """Add columns declared after a table was created (by an earlier lakemon): nullable, so its rows keep
+    their values and read NULL there."""
+    cols = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in fields)
+    log.info("adding column(s) %s to monitoring table %s", cols, output.location(table))
+    try:
+        spark.sql(f"ALTER TABLE {output.ref(table)} ADD COLUMNS ({cols})")
+    except Exception:
+        # another run added them at the same moment: fine if they are there now
+        now = _schema_if_exists(spark, output, table)
+        if now is None or not {f.name for f in fields} <= set(now.fieldNames()):
+            raise
 
 
 def _has_row_tracking(spark: SparkSession, output: Output, table: TableDef) -> bool:

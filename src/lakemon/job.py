@@ -365,6 +365,9 @@ class Monitor:
         self._facts: dict[datetime, WindowFacts] = {}
         self._versions: dict[str, int | None] = {}
         self._labels_prior: datetime | None = None
+        self._labels_prior_count: int | None = (
+            None  # labels stamped with that watermark, as that run saw them
+        )
         # seconds of the monitor's latest successful runs, newest first (read with the runs at the start)
         self._recent_seconds: list[float] = []
         # incremental discovery: the source's DESCRIBE DETAIL, the version of the stored facts used, whether
@@ -549,7 +552,7 @@ class Monitor:
             discovered, state = io.concurrently(
                 spark, lambda f: f(), [(lambda: self._discover(source, labels),), (self._window_state,)]
             )
-            facts, labels_watermark = discovered
+            facts, labels_watermark, labels_at_watermark = discovered
             result.discovery = self.discovery
             # the newest window an earlier run computed (what Prometheus shows; a backfill must not replace it)
             self.newest_computed = max(state) if state else None
@@ -557,8 +560,10 @@ class Monitor:
                 facts, state, self.window, self.as_of, start=cfg.start, backfill=self.backfill
             )
             run_row["labels_watermark"] = labels_watermark
+            run_row["labels_at_watermark"] = labels_at_watermark
             if self._labels_left_new(facts, state, plan):
                 run_row["labels_watermark"] = self._labels_prior
+                run_row["labels_at_watermark"] = self._labels_prior_count
             info["rows"] = run_rows = sum(f.row_count for f in facts if f.window_start in set(plan.windows))
         result.windows = list(plan.windows)
         result.reasons = dict(plan.reasons)
@@ -721,37 +726,56 @@ class Monitor:
     # ------------------------------------------------------------------------------------------------
     def _discover(
         self, source: DataFrame, labels: DataFrame | None
-    ) -> tuple[list[WindowFacts], datetime | None]:
+    ) -> tuple[list[WindowFacts], datetime | None, int | None]:
         """Rows and a fingerprint per window, and new labels: from the files appended since the last run when
-        the source only gained files (:meth:`_appended_facts`), else one cheap scan of ids and timestamps."""
+        the source only gained files (:meth:`_appended_facts`), else one cheap scan of ids and timestamps.
+
+        Also the labels watermark (the newest label timestamp seen) and how many labels carry it: labels
+        stamped with the watermark itself that arrive later (a DATE, a batch's timestamp) are new when there
+        are more of them than the last run counted."""
         from pyspark.sql import functions as F
 
         cfg = self.cfg
         df = self._id_ts_rows(source)
         aggs = [F.count(F.lit(1)).alias("n"), F.bit_xor(F.xxhash64(*self._fp_parts())).alias("fp")]
-        watermark = None
+        watermark = at_watermark = None
         label_fp = False
         new_labels_flag = False
         if labels is not None and cfg.labels is not None and cfg.labels.table is not None:
             lab = cfg.labels
-            prior = self._labels_prior = self._last_labels_watermark()
+            prior, prior_count = self._labels_prior, self._labels_prior_count = self._last_labels_watermark()
             if lab.timestamp:
                 lts = F.col(f"`{lab.timestamp}`")
                 if _type_of(labels.schema, lab.timestamp) == "date":
                     # the watermark is stored as a timestamp (runs.labels_watermark)
                     lts = lts.cast("timestamp")
+                n_fresh, is_fresh = 0, lts > F.lit(prior)
                 if prior is None:
-                    watermark, n_fresh = labels.agg(F.max(lts)).first()[0], 0
-                else:
-                    # only the labels newer than the last run's: Delta skips every file whose newest label is
-                    # older (file statistics), so an unchanged labels table is not read at all
-                    newest, n_fresh = (
-                        labels.where(lts > F.lit(prior)).agg(F.max(lts), F.count(F.lit(1))).first()
+                    watermark = labels.agg(F.max(lts)).first()[0]
+                    at_watermark = (
+                        labels.where(lts == F.lit(watermark)).count() if watermark is not None else 0
                     )
-                    watermark = newest if n_fresh else prior
+                else:
+                    # only the labels at or after the last run's watermark, counted per timestamp: Delta skips
+                    # every file whose newest label is older (file statistics), so an unchanged labels table
+                    # is not read at all
+                    per_ts = labels.where(lts >= F.lit(prior)).groupBy(lts.alias("__t")).count()
+                    newest, at_newest, after, at_prior = per_ts.agg(
+                        F.max("__t"),
+                        F.max_by("count", "__t"),
+                        F.sum(F.when(F.col("__t") > F.lit(prior), F.col("count"))),
+                        F.sum(F.when(F.col("__t") == F.lit(prior), F.col("count"))),
+                    ).first()  # one aggregated row
+                    at_prior = int(at_prior or 0)
+                    # more labels stamped with the watermark than the last run saw (a run recorded before they
+                    # were counted: the labels there are taken as new once)
+                    if at_prior > (prior_count or 0):
+                        n_fresh, is_fresh = at_prior, lts >= F.lit(prior)
+                    n_fresh += int(after or 0)
+                    watermark, at_watermark = (newest, int(at_newest)) if n_fresh else (prior, at_prior)
                 if prior is not None and n_fresh:
                     fresh = (
-                        labels.where(lts > F.lit(prior))
+                        labels.where(is_fresh)
                         .select(F.col(f"`{lab.id}`").cast("string").alias("__id"))
                         .distinct()
                         .withColumn("__nl", F.lit(1))
@@ -800,7 +824,7 @@ class Monitor:
                     )
                 )
         self._facts = {f.window_start: f for f in facts}
-        return facts, watermark
+        return facts, watermark, at_watermark
 
     def _fp_parts(self) -> list[Any]:
         """What a row's fingerprint hashes: id, timestamp and the label when the log holds it."""
@@ -994,18 +1018,25 @@ class Monitor:
             return range_content(facts, b.range.start, b.range.end, self.window)[1]
         return False
 
-    def _last_labels_watermark(self) -> datetime | None:
+    def _last_labels_watermark(self) -> tuple[datetime | None, int | None]:
+        """The labels watermark of the monitor's successful runs and the count of labels stamped with it, as
+        the latest run that recorded that watermark saw them."""
         from pyspark.sql import functions as F
 
         from lakemon.tables import RUNS
 
         runs = self.output.read(self.spark, RUNS)
+        latest = F.max_by(
+            F.struct("labels_watermark", "labels_at_watermark"), F.struct("labels_watermark", "started_at")
+        )
         row = (
             runs.where((F.col("monitor") == self.cfg.monitor) & (F.col("status") == "success"))
-            .agg(F.max("labels_watermark"))
-            .first()
+            .agg(latest.alias("w"))
+            .first()  # one aggregated row
         )
-        return row[0] if row else None
+        if row is None or row["w"] is None:
+            return None, None
+        return row["w"]["labels_watermark"], row["w"]["labels_at_watermark"]
 
     def _window_state(self) -> dict[datetime, tuple[int, int | None, int | None]]:
         from pyspark.sql import functions as F

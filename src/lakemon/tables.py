@@ -30,6 +30,8 @@ class TableDef:
 
     ``row_tracking``: Delta row tracking is on (``delta.enableRowTracking``), so a row's
     ``_metadata.row_commit_version`` says which commit last wrote it (``runs``: the order in which runs began).
+    ``added_columns``: nullable columns declared after the table's first release; a table without them gets
+    them at start (``ALTER TABLE ADD COLUMNS``) instead of being refused as altered by hand.
     """
 
     name: str
@@ -38,6 +40,7 @@ class TableDef:
     row_bytes: int = 256
     stats_columns: tuple[str, ...] = ("monitor", "granularity", "window_start")
     row_tracking: bool = False
+    added_columns: tuple[str, ...] = ()
 
     @property
     def columns(self) -> list[str]:
@@ -144,11 +147,12 @@ RUNS = TableDef(
     "status STRING NOT NULL, rows_read BIGINT, bytes_read BIGINT, windows INT, "
     "window_starts ARRAY<TIMESTAMP>, source_version BIGINT, labels_version BIGINT, config_hash STRING, "
     "mlflow_run_id STRING, phase_seconds MAP<STRING, DOUBLE>, spark_jobs INT, alerts_firing INT, "
-    "labels_watermark TIMESTAMP, owner STRING, error STRING",
+    "labels_watermark TIMESTAMP, owner STRING, error STRING, labels_at_watermark BIGINT",
     windowed=False,
     stats_columns=("run_id", "monitor", "started_at", "status"),
     # which of two runs of a monitor inserted its row first: the commit versions order them, clocks may not
     row_tracking=True,
+    added_columns=("labels_at_watermark",),
 )
 
 ALL_TABLES: tuple[TableDef, ...] = (
