@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from datetime import datetime, timedelta
 
@@ -368,53 +367,3 @@ def test_default_rules_end_to_end_and_summary():
         and resolved["resolved"] == 1
         and resolved["signals_firing"]["performance"] is False
     )
-
-
-def test_retraction_resolves_what_receivers_were_last_told_is_open():
-    """Late data makes the window that opened an alert clean: the recomputed run emits no row for it, so a
-    resolve is made from the last notification; nothing when the alert still fires, is resolved by the run,
-    or was last resolved."""
-    from lakemon.alerts.engine import retractions
-
-    rule = AlertRule(
-        name="loss_high",
-        signal="performance",
-        metric="log_loss",
-        condition=ConditionSpec(kind="above", value=0.5),
-        persistence=PersistenceSpec(m=1, n=1, resolve_after=1),
-    )
-    first = evaluate([rule], [obs(i, v, metric="log_loss") for i, v in enumerate([0.1, 0.2, 0.9])])
-    [opened] = first
-    assert (opened.window_start, opened.notify) == (w(2), "open")
-    last_sent = {opened.alert_id: opened}
-
-    # w2 recomputed with late rows: clean now, no row at all for the alert
-    again = evaluate(
-        [rule], [obs(i, v, metric="log_loss") for i, v in enumerate([0.1, 0.2, 0.3])], emit_windows={w(2)}
-    )
-    assert again == []
-    [retract] = retractions(again, last_sent, (w(2), w(3)))
-    assert (retract.status, retract.notify, retract.value) == ("resolved", "resolve", None)
-    assert (retract.alert_id, retract.window_start, retract.window_end) == (opened.alert_id, w(2), w(3))
-    assert retract.first_window_start == opened.first_window_start and retract.severity == opened.severity
-
-    # the next day, no new notification: nothing (the retraction is then the last one sent)
-    assert retractions([], {opened.alert_id: retract}, (w(3), w(4))) == []
-    # still firing in the newest window, or resolved by the run itself: nothing
-    firing = evaluate(
-        [rule],
-        [obs(i, v, metric="log_loss") for i, v in enumerate([0.1, 0.2, 0.9, 0.8])],
-        emit_windows={w(3)},
-    )
-    assert [r.status for r in firing] == ["firing"] and retractions(firing, last_sent, (w(3), w(4))) == []
-    resolved = evaluate(
-        [rule],
-        [obs(i, v, metric="log_loss") for i, v in enumerate([0.1, 0.2, 0.9, 0.1])],
-        emit_windows={w(3)},
-    )
-    assert [r.notify for r in resolved] == ["resolve"] and retractions(
-        resolved, last_sent, (w(3), w(4))
-    ) == []
-    # an escalation counts as open
-    escalated = dataclasses.replace(opened, notify="escalate")
-    assert [r.notify for r in retractions([], {opened.alert_id: escalated}, (w(5), w(6)))] == ["resolve"]

@@ -21,13 +21,10 @@ Semantics, in one place:
 * Several observations of one series in one window (for instance drift against two references) are
   combined: the window is met if any of them is met, clean if any is clean and none is met; the value
   reported is the first met observation's (in a deterministic order).
-* Alerts are rebuilt from the observations, not from stored alert rows: when recomputed windows make an
-  alert's episode vanish, :func:`retractions` makes the resolve that receivers of its open still need.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import hashlib
 import math
@@ -407,40 +404,6 @@ def evaluate(
         )
     )
     return rows
-
-
-def retractions(
-    rows: Sequence[AlertRow],
-    last_sent: Mapping[str, AlertRow],
-    window: tuple[datetime, datetime],
-) -> list[AlertRow]:
-    """Resolve notifications for alerts that receivers were last told are open but that are not firing now.
-
-    ``rows`` are a run's alert rows and ``window`` its newest window, the monitor's newest; ``last_sent`` maps
-    an alert id to the last notification a sink took for it (any window, any earlier run). An alert whose
-    last notification opened or escalated it, that is not firing in ``window`` and that ``rows`` do not
-    resolve, was left open by recomputed history: late data made the windows that opened it clean, or a
-    backfill of older windows opened an episode that has since ended. Its episode no longer exists for the
-    engine, so no ``resolved`` row would ever come: one is made here, in ``window``, from the last
-    notification (value None), so receivers close it once.
-    """
-    start, end = window
-    firing = {r.alert_id for r in rows if r.window_start == start and r.status == FIRING}
-    resolving = {r.alert_id for r in rows if r.notify == NOTIFY_RESOLVE}
-    out = [
-        dataclasses.replace(
-            last,
-            window_start=start,
-            window_end=end,
-            value=None,
-            status=RESOLVED,
-            notify=NOTIFY_RESOLVE,
-            delivery=None,
-        )
-        for aid, last in sorted(last_sent.items())
-        if last.notify in (NOTIFY_OPEN, NOTIFY_ESCALATE) and aid not in firing and aid not in resolving
-    ]
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------

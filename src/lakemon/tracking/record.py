@@ -15,8 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from lakemon import io
-from lakemon.alerts import SIGNALS, AlertRow, Observation, evaluate, rules_for, summarize
-from lakemon.alerts.engine import retractions
+from lakemon.alerts import SIGNALS, Observation, evaluate, rules_for, summarize
 from lakemon.context import Results, RunContext
 from lakemon.quality.compute import SIGNAL_OF_CHECK
 from lakemon.tables import ALERTS, DRIFT_METRICS, PERFORMANCE_METRICS, QUALITY_RESULTS, RUNS, TableDef
@@ -231,19 +230,15 @@ def observations(rows_by_table: dict[str, list[dict[str, Any]]]) -> list[Observa
     return obs
 
 
-# earlier windows' rows per monitoring table, the notifications already sent, keyed (alert_id, window, notify),
-# and the last notification a sink took per alert id (read by runs that compute the monitor's newest window)
-AlertHistory = tuple[dict[str, list[dict[str, Any]]], dict[tuple[Any, ...], Any], dict[str, AlertRow]]
+# earlier windows' rows per monitoring table, and the notifications already sent, keyed (alert_id, window, notify)
+AlertHistory = tuple[dict[str, list[dict[str, Any]]], dict[tuple[Any, ...], Any]]
 
 
 def alert_history(monitor: Monitor, windows: Sequence[datetime]) -> AlertHistory:
     """Earlier windows' results read back from the monitoring tables (the alerts' memory, as deep as the
     rules look back), and the notifications already sent for the run's windows (a re-run must not send them
-    again), keyed by ``(alert_id, window_start, notify)``: four reads of small tables, side by side (five, below). Read
+    again), keyed by ``(alert_id, window_start, notify)``: four reads of small tables, side by side. Read
     before the run's results exist, alongside its other reads of what is stored: nothing the run writes is in it.
-
-    A run that computes the monitor's newest window also reads the last notification a sink took for each
-    alert id (:func:`lakemon.alerts.engine.retractions` closes those the run finds no longer firing).
     """
     from pyspark.sql import functions as F
 
@@ -290,29 +285,7 @@ def alert_history(monitor: Monitor, windows: Sequence[datetime]) -> AlertHistory
         & F.col("window_start").isin(list(windows))
     )
 
-    newest = monitor.newest_computed
-    reconcile = bool(windows) and (newest is None or max(windows) >= newest)
-
-    def last_sent() -> dict[str, AlertRow]:
-        sent_ok = (
-            (F.col("monitor") == cfg.monitor)
-            & (F.col("granularity") == cfg.granularity)
-            & (F.col("notify") != "none")
-            & F.col("delivery").contains('"delivered"')
-        )
-        fields = [f.name for f in dataclasses.fields(AlertRow)]
-        last = (
-            monitor.output.read(monitor.spark, ALERTS)
-            .where(sent_ok)
-            .groupBy("alert_id")
-            .agg(F.max_by(F.struct(*fields), F.struct("computed_at", "window_start")).alias("r"))
-        )
-        # one row per alert id that was ever notified (aggregated)
-        return {r["alert_id"]: AlertRow(**r["r"].asDict()) for r in last.collect()}
-
-    def rows_of(table: TableDef | None) -> Any:
-        if table is None:
-            return last_sent() if reconcile else {}
+    def rows_of(table: TableDef) -> list[dict[str, Any]]:
         if table is ALERTS:  # alerts x windows
             df = monitor.output.read(monitor.spark, ALERTS).where(this_run)
             df = df.select("alert_id", "window_start", "notify", "delivery")
@@ -321,11 +294,10 @@ def alert_history(monitor: Monitor, windows: Sequence[datetime]) -> AlertHistory
         # bounded, aggregated rows: results of <= depth earlier windows, or alerts x the run's windows
         return [r.asDict() for r in df.collect()]
 
-    tables: list[TableDef | None] = [*wheres, ALERTS, None]
+    tables = [*wheres, ALERTS]
     found = dict(zip(tables, io.concurrently(monitor.spark, rows_of, [(t,) for t in tables]), strict=True))
     sent = {(r["alert_id"], r["window_start"], r["notify"]): r["delivery"] for r in found.pop(ALERTS)}
-    notified = found.pop(None)
-    return {t.name: rows for t, rows in found.items() if t is not None}, sent, notified
+    return {t.name: rows for t, rows in found.items()}, sent
 
 
 def delivery_failed(delivery: str | None) -> bool:
@@ -356,7 +328,7 @@ def evaluate_alerts(
     (:func:`alert_history`), then delivery of new notifications (sinks), each recorded with its status."""
     cfg = monitor.cfg
     rules = rules_for(cfg)
-    history, sent, notified = stored
+    history, sent = stored
     obs = observations(history) + observations(tables)
     baseline = {
         ("performance", metric, None, sk, sv): value
@@ -364,9 +336,6 @@ def evaluate_alerts(
         for metric, value in metrics.items()
     }
     rows = evaluate(rules, obs, baseline, emit_windows=set(windows))
-    if notified:
-        newest = max(windows)
-        rows += retractions(rows, notified, (newest, newest + monitor.window))
     # a notification no sink took (every sink failed) is sent again by the next run that computes its window
     stored_delivery = sent
     sent = {key: delivery for key, delivery in stored_delivery.items() if not delivery_failed(delivery)}
