@@ -365,9 +365,8 @@ class Monitor:
         self._facts: dict[datetime, WindowFacts] = {}
         self._versions: dict[str, int | None] = {}
         self._labels_prior: datetime | None = None
-        self._labels_prior_count: int | None = (
-            None  # labels stamped with that watermark, as that run saw them
-        )
+        # the labels stamped with that watermark, as that run counted them
+        self._labels_prior_count: int | None = None
         # seconds of the monitor's latest successful runs, newest first (read with the runs at the start)
         self._recent_seconds: list[float] = []
         # incremental discovery: the source's DESCRIBE DETAIL, the version of the stored facts used, whether
