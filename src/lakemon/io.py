@@ -356,9 +356,9 @@ def ensure_tables(spark: SparkSession, output: Output, tables: Sequence[TableDef
 
     def check_or_create(table: TableDef) -> None:
         expected = StructType.fromDDL(table.ddl)
-        actual = _schema_if_exists(spark, output, table)
-        if actual is not None:
-            have = {f.name: _type_key(f.dataType.simpleString()) for f in actual.fields}
+        frame = _frame_if_exists(spark, output, table)
+        if frame is not None:
+            have = {f.name: _type_key(f.dataType.simpleString()) for f in frame.schema.fields}
             added = [f for f in expected.fields if f.name in table.added_columns and f.name not in have]
             if added:
                 _add_columns(spark, output, table, added)
@@ -378,7 +378,7 @@ def ensure_tables(spark: SparkSession, output: Output, tables: Sequence[TableDef
                     + ". Restore it (Delta time travel: RESTORE TABLE ... TO VERSION AS OF n) or move it away."
                 )
             if table.row_tracking:
-                _enable_row_tracking(spark, output, table)
+                _enable_row_tracking(spark, output, table, frame)
             return
         try:
             # DDL commits the table's metadata without running a write job (2.5x faster than an empty write)
@@ -392,7 +392,7 @@ def ensure_tables(spark: SparkSession, output: Output, tables: Sequence[TableDef
         except Exception:
             # Another first run created it at the same moment (Delta protocol/metadata conflict): fine if
             # the table is now there with the declared schema.
-            if _schema_if_exists(spark, output, table) is None:
+            if _frame_if_exists(spark, output, table) is None:
                 raise
             check_or_create(table)
         log.debug("created monitoring table %s", output.location(table))
@@ -409,38 +409,41 @@ def _add_columns(spark: SparkSession, output: Output, table: TableDef, fields: S
         spark.sql(f"ALTER TABLE {output.ref(table)} ADD COLUMNS ({cols})")
     except Exception:
         # another run added them at the same moment: fine if they are there now
-        now = _schema_if_exists(spark, output, table)
-        if now is None or not {f.name for f in fields} <= set(now.fieldNames()):
+        now = _frame_if_exists(spark, output, table)
+        if now is None or not {f.name for f in fields} <= set(now.columns):
             raise
 
 
-def _has_row_tracking(spark: SparkSession, output: Output, table: TableDef) -> bool:
-    """Whether the table's rows carry ``_metadata.row_commit_version`` (Delta row tracking on); no job."""
-    metadata = output.read(spark, table).select("_metadata").schema["_metadata"].dataType
+def _has_row_tracking(frame: DataFrame) -> bool:
+    """Whether a Delta table's rows (``frame``, its read) carry ``_metadata.row_commit_version`` (Delta row
+    tracking on); no job."""
+    metadata = frame.select("_metadata").schema["_metadata"].dataType
     return "row_commit_version" in metadata.fieldNames()  # type: ignore[attr-defined]
 
 
-def _enable_row_tracking(spark: SparkSession, output: Output, table: TableDef) -> None:
+def _enable_row_tracking(spark: SparkSession, output: Output, table: TableDef, frame: DataFrame) -> None:
     """Turn Delta row tracking on for a table created without it (by lakemon before row tracking was declared):
-    once per table, a protocol upgrade and a commit that numbers the existing rows."""
-    if _has_row_tracking(spark, output, table):
+    once per table, a protocol upgrade and a commit that numbers the existing rows. ``frame``: its read."""
+    if _has_row_tracking(frame):
         return
     log.info("enabling Delta row tracking on monitoring table %s", output.location(table))
     try:
         spark.sql(f"ALTER TABLE {output.ref(table)} SET TBLPROPERTIES ('delta.enableRowTracking' = 'true')")
     except Exception:
         # another run enabled it at the same moment (a metadata conflict): fine if it is on now
-        if not _has_row_tracking(spark, output, table):
+        now = _frame_if_exists(spark, output, table)
+        if now is None or not _has_row_tracking(now):
             raise
 
 
-def _schema_if_exists(spark: SparkSession, output: Output, table: TableDef) -> StructType | None:
-    """The table's schema, or None when there is no Delta table there yet (one log read)."""
+def _frame_if_exists(spark: SparkSession, output: Output, table: TableDef) -> DataFrame | None:
+    """The table read (its schema, its hidden ``_metadata``), or None when there is no Delta table there yet
+    (one log read)."""
     loc = output.location(table)
     if output.spec.path is None and not spark.catalog.tableExists(loc):
         return None
     try:
-        return output.read(spark, table).schema
+        return output.read(spark, table)
     except Exception as err:
         text = str(err)
         if (
