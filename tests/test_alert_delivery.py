@@ -207,3 +207,124 @@ def test_fail_on_sets_the_exit_code(spark, setup):
         )
         == 3
     )
+
+
+def test_alerts_late_data_clears_are_retracted_once(spark, tmp_path, monkeypatch, caplog):
+    """Late rows make the windows that opened alerts clean: their recomputation has no row for them, and
+    receivers, which hold them open, get one resolve each (a retraction), recorded in ``notifications``, from
+    the first run that reaches the newest window; a later run over the same windows sends nothing more."""
+    from pyspark.sql import functions as F
+
+    from lakemon.tables import NOTIFICATIONS
+
+    servers.no_proxy(monkeypatch)
+    caplog.set_level(logging.INFO, logger="lakemon")
+    rng = np.random.default_rng(7)
+
+    def rows(n: int, days: list[int], start: int, holes: bool = True) -> pd.DataFrame:
+        day = rng.choice(days, n)
+        return pd.DataFrame(
+            {
+                "id": [f"i{start + i}" for i in range(n)],
+                "ts": [
+                    D0 + timedelta(days=int(d), seconds=int(s))
+                    for d, s in zip(day, rng.integers(0, 86400, n), strict=True)
+                ],
+                "x": rng.normal(0, 1, n),
+                "y": rng.normal(0, 1, n),
+                # about half of x is NULL on day 2, of y on days 1 and 2 (its episode spans both)
+                "x_hole": holes & (day == 2) & (rng.random(n) < 0.5),
+                "y_hole": holes & (day >= 1) & (rng.random(n) < 0.5),
+            }
+        )
+
+    def append(pdf: pd.DataFrame) -> None:
+        df = spark.createDataFrame(pdf)
+        for c in ("x", "y"):
+            df = df.withColumn(c, F.when(F.col(f"{c}_hole"), F.lit(None)).otherwise(F.col(c)))
+        df = df.drop("x_hole", "y_hole").withColumn("score", F.lit(0.5)).withColumn("prediction", F.lit(1))
+        df.write.format("delta").mode("append").save(str(tmp_path / "log"))
+
+    append(rows(1500, [0, 1, 2], start=0))
+    raw = {
+        "monitor": "retract",
+        "model": {"name": "m"},
+        "problem_type": "binary",
+        "source": {
+            "table": str(tmp_path / "log"),
+            "timestamp": "ts",
+            "id": "id",
+            "score": "score",
+            "prediction": "prediction",
+            "features": {"numeric": ["x", "y"]},
+        },
+        "quality": {
+            "checks": [{"check": "not_null", "column": c, "max_fail_ratio": 0.2} for c in ("x", "y")]
+        },
+        "drift": {"enabled": False},
+        "performance": {"enabled": False},
+        "baseline": {"range": {"start": D0.isoformat(), "end": (D0 + timedelta(days=1)).isoformat()}},
+        "output": {"path": str(tmp_path / "mon")},
+        "mlflow": {"enabled": False, "experiment": "retract"},
+        "alerts": {"sinks": [{"name": "hook", "kind": "generic", "url_env": "LAKEMON_TEST_HOOK"}]},
+    }
+    cfg = parse_config(raw)
+    as_of = D0 + timedelta(days=3)
+    day1, day2 = D0 + timedelta(days=1), D0 + timedelta(days=2)
+    with servers.RecordingServer() as hook:
+        monkeypatch.setenv("LAKEMON_TEST_HOOK", hook.url)
+        assert run_monitor(spark, cfg, as_of=as_of).status == "success"
+        assert len(hook.requests) == 1
+        opened = {a["alert_id"]: a for a in hook.requests[0].json()["alerts"] if a["notify"] == "open"}
+        nulls = {a["column_name"]: a for a in opened.values() if a["rule"] == "quality_check_failed"}
+        assert {c: a["window_start"] for c, a in nulls.items()} == {
+            "x": day2.isoformat(),
+            "y": day1.isoformat(),
+        }
+
+        # late rows of day 1 without NULLs: y passes there, but its episode goes on in day 2, which this run
+        # (day 1 only) does not see: nothing is retracted
+        append(rows(4000, [1], start=10_000, holes=False))
+        res = run_monitor(spark, cfg, as_of=as_of)
+        assert res.status == "success" and res.windows == [day1]
+        assert len(hook.requests) == 1
+
+        # late rows of day 2 without NULLs: x and y pass on the newest day, and no window holds either alert
+        append(rows(4000, [2], start=20_000, holes=False))
+        res = run_monitor(spark, cfg, as_of=as_of)
+        assert res.status == "success" and res.windows == [day2]
+        firing_now = {
+            r["alert_id"]
+            for r in out_alerts(spark, cfg).where(F.col("window_start") == day2).collect()
+            if r["status"] == "firing"
+        }
+        assert len(hook.requests) == 2
+        sent = hook.requests[1].json()["alerts"]
+        retracted = {a["alert_id"] for a in sent if a["consecutive_windows"] == 0}
+        # every alert opened before and no longer open is retracted, both NULL checks' among them
+        assert retracted == set(opened) - firing_now
+        assert {nulls["x"]["alert_id"], nulls["y"]["alert_id"]} <= retracted
+        for a in sent:
+            if a["alert_id"] in retracted:
+                assert (a["status"], a["notify"], a["window_start"]) == (
+                    "resolved",
+                    "resolve",
+                    day2.isoformat(),
+                )
+                assert a["severity"] == opened[a["alert_id"]]["severity"]
+                assert a["last_window_start"] == opened[a["alert_id"]]["window_start"]
+        assert f"alert {nulls['x']['alert_id']} (quality_check_failed) retracted" in caplog.text
+
+        # the record of what was sent: the opens, then the retractions, all taken by the hook
+        notes = io.Output(cfg.output).read(spark, NOTIFICATIONS).orderBy("sent_at", "seq").collect()
+        assert [(n["alert_id"], n["notify"]) for n in notes if n["retraction"]] == [
+            (aid, "resolve") for aid in sorted(retracted)
+        ]
+        assert all(n["received"] for n in notes)
+        assert {n["alert_id"] for n in notes if n["notify"] == "open"} == set(opened)
+
+        # the newest window again (a backfill): what receivers hold is what the rules hold, nothing is sent
+        again = run_monitor(spark, cfg, as_of=as_of, start=day2)
+        assert again.status == "success" and again.windows == [day2]
+        assert len(hook.requests) == 2
+        assert io.Output(cfg.output).read(spark, NOTIFICATIONS).count() == len(notes)

@@ -7,7 +7,18 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from lakemon.alerts import AlertRow, Observation, alert_id, default_rules, evaluate, rule_matches, summarize
+from lakemon.alerts import (
+    AlertRow,
+    Observation,
+    Received,
+    alert_id,
+    default_rules,
+    evaluate,
+    evaluate_with_state,
+    retractions,
+    rule_matches,
+    summarize,
+)
 from lakemon.alerts.engine import rules_for
 from lakemon.config import AlertRule, ConditionSpec, PersistenceSpec, parse_config
 
@@ -367,3 +378,90 @@ def test_default_rules_end_to_end_and_summary():
         and resolved["resolved"] == 1
         and resolved["signals_firing"]["performance"] is False
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Retractions: receivers hold an alert open whose episode recomputed history no longer has
+# ---------------------------------------------------------------------------------------------------
+
+ONE = AlertRule(
+    name="loss_high",
+    signal="performance",
+    metric="log_loss",
+    condition=ConditionSpec(kind="above", value=0.5),
+    persistence=PersistenceSpec(m=1, n=1, resolve_after=2),
+)
+AID = alert_id("loss_high", "performance", "log_loss", None, None, None)
+
+
+def received(i: int, notify: str = "open", severity: str = "warning") -> Received:
+    return Received(
+        alert_id=AID,
+        rule="loss_high",
+        signal="performance",
+        metric="log_loss",
+        column_name=None,
+        slice_key=None,
+        slice_value=None,
+        window_start=w(i),
+        window_end=w(i + 1),
+        severity=severity,
+        notify=notify,
+        first_window_start=w(i),
+    )
+
+
+def retract(values: dict[int, float | None], got: Received, emit: set[int]) -> list[AlertRow]:
+    rows, open_now = evaluate_with_state(
+        [ONE], [obs(i, v, metric="log_loss") for i, v in values.items()], {}, {w(i) for i in emit}
+    )
+    notified = {r.alert_id for r in rows if r.notify != "none"}
+    newest = max(emit)
+    return retractions([got], open_now, (w(newest), w(newest + 1)), notified)
+
+
+def test_open_state_after_the_newest_window_per_series():
+    high = dict(zip(range(4), [0.1, 0.9, 0.2, 0.2], strict=True))  # opens w1, resolves w3 (2 clean)
+    _, state = evaluate_with_state([ONE], [obs(i, v, metric="log_loss") for i, v in high.items()], {})
+    assert state == {AID: False}
+    _, state = evaluate_with_state(
+        [ONE], [obs(i, v, metric="log_loss") for i, v in list(high.items())[:3]], {}
+    )
+    assert state == {AID: True}  # one clean window of the two hysteresis needs
+    _, state = evaluate_with_state([ONE], [obs(i, None, metric="log_loss") for i in range(5)], {})
+    assert state == {AID: None}  # no data: neither open nor closed
+
+
+def test_a_recomputed_clean_window_retracts_the_open_it_sent():
+    # w3 opened the alert (sent); late data makes w3 clean: its recomputation emits nothing for the alert
+    rows = retract({0: 0.1, 1: 0.2, 2: 0.1, 3: 0.3}, received(3), emit={3})
+    assert len(rows) == 1
+    r = rows[0]
+    assert (r.alert_id, r.status, r.notify, r.severity) == (AID, "resolved", "resolve", "warning")
+    assert (r.window_start, r.first_window_start, r.last_window_start) == (w(3), w(3), w(3))
+    # an escalated alert is resolved at the severity receivers have (the sinks the escalation reached)
+    assert retract({2: 0.1, 3: 0.3}, received(3, "escalate", "critical"), emit={3})[0].severity == "critical"
+
+
+def test_no_retraction_while_the_episode_is_open_resolved_or_not_judged():
+    # still met after recomputation: nothing to retract
+    assert retract({2: 0.1, 3: 0.9}, received(3), emit={3}) == []
+    # what receivers have is already a resolve
+    assert retract({2: 0.1, 3: 0.3}, received(3, "resolve"), emit={3}) == []
+    # the episode opened at w1 goes on through w3 (one clean window of the two hysteresis needs): open
+    assert retract({1: 0.9, 2: 0.9, 3: 0.1}, received(1), emit={3}) == []
+    # the run recomputes only w1 (clean now) while the open was sent for w3: w3 is not judged by this run
+    assert retract({0: 0.1, 1: 0.1}, received(3), emit={1}) == []
+    # a series with no data in the evaluated windows (a slice absent, values missing) is not judged
+    assert retract({2: None, 3: None}, received(1), emit={3}) == []
+    assert retractions([received(1)], {}, (w(3), w(4)), set()) == []
+
+
+def test_a_resolve_the_rules_send_themselves_is_not_doubled():
+    # the episode opened at w1 resolves at w3 (two clean windows): the normal resolve goes, no retraction
+    values = {1: 0.9, 2: 0.1, 3: 0.1}
+    rows, open_now = evaluate_with_state([ONE], [obs(i, v, metric="log_loss") for i, v in values.items()], {})
+    assert [r.notify for r in rows if r.window_start == w(3)] == ["resolve"]
+    assert retract(values, received(1), emit={3}) == []
+    # the same state read without the run's own notifications would retract: `notified` is what stops it
+    assert len(retractions([received(1)], open_now, (w(3), w(4)), set())) == 1

@@ -54,6 +54,7 @@ from lakemon.tables import (
     ALERTS,
     BASELINE_PROFILE,
     DRIFT_METRICS,
+    NOTIFICATIONS,
     PERFORMANCE_METRICS,
     PROFILE_METRICS,
     QUALITY_RESULTS,
@@ -695,10 +696,11 @@ class Monitor:
                 )
 
         with self.phases.phase("alerts"):
-            alert_rows = tracking_glue.evaluate_alerts(
+            alert_rows, notifications = tracking_glue.evaluate_alerts(
                 self, ctx, results, tables, plan.windows, alert_history
             )
             tables[ALERTS.name] = alert_rows
+            tables[NOTIFICATIONS.name] = notifications
 
         with self.phases.phase("write") as info:
             written = self._write(ctx, tables, sketches_df, samples_df, facts, plan.windows, results)
@@ -1735,6 +1737,19 @@ class Monitor:
             calls.append((put_rows, table, tables.get(table.name, [])))
         calls.append((put, *self._samples_frame(samples_df)))
         calls.append((self._store_source_windows,))
+        if tables.get(NOTIFICATIONS.name):
+            # append-only: what was sent stays, whatever later runs do to its window
+            sent = tables[NOTIFICATIONS.name]
+            calls.append(
+                (
+                    io.append_rows,
+                    spark,
+                    self.output,
+                    NOTIFICATIONS,
+                    _frame(spark, NOTIFICATIONS, sent),
+                    len(sent),
+                )
+            )
         io.concurrently(spark, lambda f, *args: f(*args), calls)
         by_ws = {f.window_start: f for f in facts}
         state_rows = []

@@ -114,6 +114,18 @@ ALERTS = TableDef(
     f"last_window_start TIMESTAMP NOT NULL, notify STRING NOT NULL, delivery STRING, {RUN_KEY}",
 )
 
+NOTIFICATIONS = TableDef(
+    "notifications",
+    "monitor STRING NOT NULL, granularity STRING NOT NULL, alert_id STRING NOT NULL, "
+    "window_start TIMESTAMP NOT NULL, window_end TIMESTAMP NOT NULL, slice_key STRING, slice_value STRING, "
+    "rule STRING NOT NULL, signal STRING NOT NULL, metric STRING NOT NULL, column_name STRING, "
+    "severity STRING NOT NULL, notify STRING NOT NULL, first_window_start TIMESTAMP, retraction BOOLEAN NOT NULL, "
+    "received BOOLEAN NOT NULL, delivery STRING, seq INT NOT NULL, run_id STRING NOT NULL, sent_at TIMESTAMP NOT NULL",
+    # append-only: what was sent, whatever happens later to the windows (alerts rows are replaced with them)
+    windowed=False,
+    stats_columns=("monitor", "granularity", "sent_at"),
+)
+
 WINDOW_STATE = TableDef(
     "window_state",
     f"{WINDOW_KEY}, row_count BIGINT NOT NULL, labeled_count BIGINT NOT NULL, source_fingerprint BIGINT, "
@@ -163,6 +175,7 @@ ALL_TABLES: tuple[TableDef, ...] = (
     DRIFT_METRICS,
     SKETCHES,
     ALERTS,
+    NOTIFICATIONS,
     WINDOW_STATE,
     SOURCE_WINDOWS,
     BASELINE_PROFILE,

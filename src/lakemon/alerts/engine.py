@@ -269,7 +269,8 @@ def _run_series(
     series: _Series,
     baseline: Mapping[BaselineKey, float],
     emit_windows: set[datetime] | None,
-) -> list[AlertRow]:
+) -> tuple[list[AlertRow], bool | None]:
+    """The series' rows, and whether an episode is open after its newest window (None: no window had data)."""
     rule = series.rule
     pers: PersistenceSpec = rule.persistence
     aid = alert_id(
@@ -278,6 +279,7 @@ def _run_series(
     history_values: list[float] = []  # values of prior windows, for anomaly conditions
     recent: list[bool] = []  # met/clean of the last evaluated windows, for m-of-n persistence
     episode: _Episode | None = None
+    seen_data = False
     rows: list[AlertRow] = []
 
     def row(ws: datetime, we: datetime, out: _Outcome, status: str, notify: str, ep: _Episode) -> None:
@@ -321,6 +323,7 @@ def _run_series(
             base_sev = _min_severity(base_sev, max(caps, key=SEVERITY_RANK.__getitem__))
 
         if state is not None:
+            seen_data = True
             recent.append(state)
             del recent[: max(0, len(recent) - pers.n)]
 
@@ -358,7 +361,7 @@ def _run_series(
 
         if out.value is not None:
             history_values.append(out.value)
-    return rows
+    return rows, (episode is not None) if seen_data else None
 
 
 def evaluate(
@@ -375,6 +378,18 @@ def evaluate(
     ``window_start`` is in it (the other windows only rebuild state). Deterministic: the same inputs
     give the same rows, sorted by window, rule and series.
     """
+    return evaluate_with_state(rules, observations, baseline, emit_windows)[0]
+
+
+def evaluate_with_state(
+    rules: Iterable[AlertRule],
+    observations: Iterable[Observation],
+    baseline: Mapping[BaselineKey, float] | None = None,
+    emit_windows: set[datetime] | None = None,
+) -> tuple[list[AlertRow], dict[str, bool | None]]:
+    """:func:`evaluate`, and for every series with an observation, by ``alert_id``, whether an episode is
+    open after the series' newest window (what receivers should show now); None when no window of the
+    series had data (no-data windows neither open nor resolve)."""
     rules = tuple(rules)
     names = [r.name for r in rules]
     if len(set(names)) != len(names):
@@ -391,8 +406,11 @@ def evaluate(
                 s = series[key] = _Series(rule, obs.metric, obs.column_name, obs.slice_key, obs.slice_value)
             s.by_window.setdefault((obs.window_start, obs.window_end), []).append(obs)
     rows: list[AlertRow] = []
+    open_now: dict[str, bool | None] = {}
     for key in sorted(series, key=lambda k: tuple("" if p is None else p for p in k)):
-        rows.extend(_run_series(series[key], baseline, emit_windows))
+        series_rows, is_open = _run_series(series[key], baseline, emit_windows)
+        rows.extend(series_rows)
+        open_now[alert_id(series[key].rule.name, series[key].rule.signal, *key[1:])] = is_open
     rows.sort(
         key=lambda r: (
             r.window_start,
@@ -403,7 +421,76 @@ def evaluate(
             r.slice_value or "",
         )
     )
-    return rows
+    return rows, open_now
+
+
+@dataclass(frozen=True)
+class Received:
+    """The newest notification of one alert that a sink took (``notifications`` table): what receivers show."""
+
+    alert_id: str
+    rule: str
+    signal: str
+    metric: str
+    column_name: str | None
+    slice_key: str | None
+    slice_value: str | None
+    window_start: datetime
+    window_end: datetime
+    severity: str
+    notify: str
+    first_window_start: datetime | None
+
+
+def retractions(
+    received: Iterable[Received],
+    open_now: Mapping[str, bool | None],
+    evaluated_to: tuple[datetime, datetime],
+    notified: set[str],
+) -> list[AlertRow]:
+    """Resolves for alerts that receivers hold open but whose episode no longer exists.
+
+    Late data can make the windows that opened an alert clean; their recomputation then emits no row for it
+    and no resolve, while receivers keep it open. An alert is retracted when its newest received
+    notification opened or escalated it, the rules evaluated its series (``open_now`` is False: a window
+    of it had data among the evaluated ones) and found no open episode after the newest one, the evaluation
+    reached the window of that notification (``evaluated_to``: the newest evaluated window's start and end,
+    which the caller makes the monitor's newest: an episode can go on in windows the evaluation did not
+    see), and the run sends nothing else for
+    it (``notified``: alert ids with a notification this run). The resolve is dated the newest evaluated
+    window and carries the severity receivers have, so it reaches the sinks the open reached.
+    """
+    ws, we = evaluated_to
+    out = []
+    for r in received:
+        if (
+            r.notify in (NOTIFY_OPEN, NOTIFY_ESCALATE)
+            and open_now.get(r.alert_id) is False
+            and r.window_start <= ws
+            and r.alert_id not in notified
+        ):
+            out.append(
+                AlertRow(
+                    window_start=ws,
+                    window_end=we,
+                    slice_key=r.slice_key,
+                    slice_value=r.slice_value,
+                    alert_id=r.alert_id,
+                    rule=r.rule,
+                    signal=r.signal,
+                    metric=r.metric,
+                    column_name=r.column_name,
+                    value=None,
+                    threshold=None,
+                    severity=r.severity,
+                    status=RESOLVED,
+                    consecutive_windows=0,
+                    first_window_start=r.first_window_start or r.window_start,
+                    last_window_start=r.window_start,
+                    notify=NOTIFY_RESOLVE,
+                )
+            )
+    return sorted(out, key=lambda a: a.alert_id)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -15,10 +15,28 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from lakemon import io
-from lakemon.alerts import SIGNALS, Observation, evaluate, rules_for, summarize
+from lakemon.alerts import (
+    SIGNALS,
+    AlertRow,
+    Observation,
+    Received,
+    evaluate_with_state,
+    retractions,
+    rules_for,
+    summarize,
+)
+from lakemon.alerts.engine import SEVERITY_RANK
 from lakemon.context import Results, RunContext
 from lakemon.quality.compute import SIGNAL_OF_CHECK
-from lakemon.tables import ALERTS, DRIFT_METRICS, PERFORMANCE_METRICS, QUALITY_RESULTS, RUNS, TableDef
+from lakemon.tables import (
+    ALERTS,
+    DRIFT_METRICS,
+    NOTIFICATIONS,
+    PERFORMANCE_METRICS,
+    QUALITY_RESULTS,
+    RUNS,
+    TableDef,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -230,15 +248,23 @@ def observations(rows_by_table: dict[str, list[dict[str, Any]]]) -> list[Observa
     return obs
 
 
-# earlier windows' rows per monitoring table, and the notifications already sent, keyed (alert_id, window, notify)
-AlertHistory = tuple[dict[str, list[dict[str, Any]]], dict[tuple[Any, ...], Any]]
+class AlertHistory(NamedTuple):
+    """What the alerts of a run are evaluated against (:func:`alert_history`)."""
+
+    #: earlier windows' rows per monitoring table
+    results: dict[str, list[dict[str, Any]]]
+    #: the notifications stored with the run's windows: (alert_id, window_start, notify) -> delivery
+    sent: dict[tuple[Any, ...], Any]
+    #: per alert, the newest notification a sink took
+    received: list[Received]
 
 
 def alert_history(monitor: Monitor, windows: Sequence[datetime]) -> AlertHistory:
     """Earlier windows' results read back from the monitoring tables (the alerts' memory, as deep as the
-    rules look back), and the notifications already sent for the run's windows (a re-run must not send them
-    again), keyed by ``(alert_id, window_start, notify)``: four reads of small tables, side by side. Read
-    before the run's results exist, alongside its other reads of what is stored: nothing the run writes is in it.
+    rules look back), the notifications already sent for the run's windows (a re-run must not send them
+    again), keyed by ``(alert_id, window_start, notify)``, and per alert the newest notification a sink took
+    (``notifications``: what receivers show): five reads of small tables, side by side. Read before the
+    run's results exist, alongside its other reads of what is stored: nothing the run writes is in it.
     """
     from pyspark.sql import functions as F
 
@@ -289,15 +315,30 @@ def alert_history(monitor: Monitor, windows: Sequence[datetime]) -> AlertHistory
         if table is ALERTS:  # alerts x windows
             df = monitor.output.read(monitor.spark, ALERTS).where(this_run)
             df = df.select("alert_id", "window_start", "notify", "delivery")
+        elif table is NOTIFICATIONS:  # one row per alert ever notified
+            fields = [f.name for f in dataclasses.fields(Received)]
+            df = (
+                monitor.output.read(monitor.spark, NOTIFICATIONS)
+                .where(
+                    (F.col("monitor") == cfg.monitor)
+                    & (F.col("granularity") == cfg.granularity)
+                    & F.col("received")
+                )
+                .groupBy("alert_id")
+                .agg(F.max_by(F.struct(*fields), F.struct("sent_at", "seq")).alias("r"))
+                .select("r.*")
+            )
         else:
             df = monitor.output.read(monitor.spark, table).where(wheres[table])
-        # bounded, aggregated rows: results of <= depth earlier windows, or alerts x the run's windows
+        # bounded, aggregated rows: results of <= depth earlier windows, alerts x the run's windows, or one
+        # row per alert
         return [r.asDict() for r in df.collect()]
 
-    tables = [*wheres, ALERTS]
+    tables = [*wheres, ALERTS, NOTIFICATIONS]
     found = dict(zip(tables, io.concurrently(monitor.spark, rows_of, [(t,) for t in tables]), strict=True))
     sent = {(r["alert_id"], r["window_start"], r["notify"]): r["delivery"] for r in found.pop(ALERTS)}
-    return {t.name: rows for t, rows in found.items()}, sent
+    received = [Received(**r) for r in found.pop(NOTIFICATIONS)]
+    return AlertHistory({t.name: rows for t, rows in found.items()}, sent, received)
 
 
 def delivery_failed(delivery: str | None) -> bool:
@@ -323,36 +364,57 @@ def evaluate_alerts(
     tables: dict[str, list[dict[str, Any]]],
     windows: Sequence[datetime],
     stored: AlertHistory,
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Alert rows for the run's windows: rules over this run's results plus the stored history
-    (:func:`alert_history`), then delivery of new notifications (sinks), each recorded with its status."""
+    (:func:`alert_history`), then delivery of new notifications (sinks), each recorded with its status.
+
+    Also retracts alerts that receivers hold open but whose episode the evaluated windows no longer have
+    (late data made the window that opened it clean): a resolve is sent for each (:func:`retractions`).
+    Returns the ``alerts`` rows and the ``notifications`` rows (what was sent, retractions included)."""
     cfg = monitor.cfg
     rules = rules_for(cfg)
-    history, sent = stored
-    obs = observations(history) + observations(tables)
+    obs = observations(stored.results) + observations(tables)
     baseline = {
         ("performance", metric, None, sk, sv): value
         for (sk, sv), metrics in results.baseline_metrics.items()
         for metric, value in metrics.items()
     }
-    rows = evaluate(rules, obs, baseline, emit_windows=set(windows))
+    rows, open_now = evaluate_with_state(rules, obs, baseline, emit_windows=set(windows))
     # a notification no sink took (every sink failed) is sent again by the next run that computes its window
-    stored_delivery = sent
+    stored_delivery = stored.sent
     sent = {key: delivery for key, delivery in stored_delivery.items() if not delivery_failed(delivery)}
     to_send = [r for r in rows if r.notify != "none" and (r.alert_id, r.window_start, r.notify) not in sent]
+    retracted: list[AlertRow] = []
     delivery: dict[str, Any] = {}
-    if monitor.deliver and to_send and cfg.alerts.sinks:
-        from lakemon.tracking.webhooks import deliver
-
-        delivery = deliver(to_send, cfg.alerts.sinks, cfg.monitor, monitor.run_id)
-        for name, status in delivery.items():
+    newest = max(windows)
+    # only a run that reaches the monitor's newest window judges what receivers should hold: the history it
+    # reads ends at its own windows, and an episode may go on in newer ones (their stored rows still fire)
+    judges = monitor.newest_computed is None or newest >= monitor.newest_computed
+    if monitor.deliver and cfg.alerts.sinks:
+        if judges:
+            notified = {r.alert_id for r in rows if r.notify != "none"}
+            retracted = retractions(stored.received, open_now, (newest, newest + ctx.window), notified)
+        for r in retracted:
             log.info(
-                "[%s] sink %s: %s (%s attempt(s))",
+                "[%s] alert %s (%s) retracted: receivers hold it open since %s, the recomputed windows have "
+                "no open episode",
                 cfg.monitor,
-                name,
-                status.get("status"),
-                status.get("attempts"),
+                r.alert_id,
+                r.rule,
+                r.last_window_start,
             )
+        if to_send or retracted:
+            from lakemon.tracking.webhooks import deliver
+
+            delivery = deliver(to_send + retracted, cfg.alerts.sinks, cfg.monitor, monitor.run_id)
+            for name, status in delivery.items():
+                log.info(
+                    "[%s] sink %s: %s (%s attempt(s))",
+                    cfg.monitor,
+                    name,
+                    status.get("status"),
+                    status.get("attempts"),
+                )
     out = []
     pending = {(r.alert_id, r.window_start, r.notify) for r in to_send}
     for r in rows:
@@ -361,9 +423,7 @@ def evaluate_alerts(
         if key in sent:
             d["delivery"] = sent[key]
         elif key in pending and delivery:
-            d["delivery"] = json.dumps(
-                {k: {kk: v.get(kk) for kk in ("status", "attempts", "error")} for k, v in delivery.items()}
-            )
+            d["delivery"] = _delivery_text(delivery)
         elif key in stored_delivery:  # failed before and not sent by this run (delivery off): still failed
             d["delivery"] = stored_delivery[key]
         elif r.notify != "none":
@@ -373,6 +433,57 @@ def evaluate_alerts(
         d.update(ctx.key_columns(r.window_start, r.slice_key, r.slice_value))
         out.append(d)
     monitor._alert_rows = rows  # kept for the summary
+    monitor._retracted = retracted
+    notifications = notification_rows(to_send, retracted, delivery, cfg, ctx) if delivery else []
+    return out, notifications
+
+
+def _delivery_text(delivery: dict[str, Any]) -> str:
+    return json.dumps(
+        {k: {kk: v.get(kk) for kk in ("status", "attempts", "error")} for k, v in delivery.items()}
+    )
+
+
+def notification_rows(
+    sent: Sequence[AlertRow],
+    retracted: Sequence[AlertRow],
+    delivery: dict[str, Any],
+    cfg: MonitorConfig,
+    ctx: RunContext,
+) -> list[dict[str, Any]]:
+    """The ``notifications`` rows of one delivery: one per alert sent, in sending order (``seq``).
+
+    ``received``: a sink whose severity floor the alert meets took the delivery (the status is per sink and
+    delivery, so a sink that took the others' payload but not this alert's severity does not count)."""
+    took = [s for s in cfg.alerts.sinks if (delivery.get(s.name) or {}).get("status") == "delivered"]
+    text = _delivery_text(delivery)
+    out = []
+    for seq, (r, retraction) in enumerate([(r, False) for r in sent] + [(r, True) for r in retracted]):
+        rank = SEVERITY_RANK.get(r.severity, 0)
+        out.append(
+            {
+                "monitor": cfg.monitor,
+                "granularity": cfg.granularity,
+                "alert_id": r.alert_id,
+                "window_start": r.window_start,
+                "window_end": r.window_end,
+                "slice_key": r.slice_key,
+                "slice_value": r.slice_value,
+                "rule": r.rule,
+                "signal": r.signal,
+                "metric": r.metric,
+                "column_name": r.column_name,
+                "severity": r.severity,
+                "notify": r.notify,
+                "first_window_start": r.first_window_start,
+                "retraction": retraction,
+                "received": any(rank >= SEVERITY_RANK[s.min_severity] for s in took),
+                "delivery": text,
+                "seq": seq,
+                "run_id": ctx.run_id,
+                "sent_at": ctx.computed_at,
+            }
+        )
     return out
 
 
@@ -429,6 +540,9 @@ def summary(
                 for r in firing
             }
         ),
+        "alerts_retracted": [
+            (r.rule, r.alert_id, str(r.last_window_start)[:10]) for r in getattr(monitor, "_retracted", [])
+        ],
         "headline": headline,
         "phase_seconds": {k: round(v, 2) for k, v in monitor.phases.seconds.items()},
     }

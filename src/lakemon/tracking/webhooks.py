@@ -130,6 +130,12 @@ def alert_summary(row: AlertRow, monitor: str) -> str:
     """A one-line human summary of an alert."""
     state = "RESOLVED" if row.status == "resolved" else row.severity.upper()
     target = row.metric if row.column_name is None else f"{row.metric} on {row.column_name}"
+    if row.status == "resolved" and row.consecutive_windows == 0:  # a retraction (alerts.engine.retractions)
+        return (
+            f"[{state}] {monitor}: {row.rule} ({row.signal}) {target}, slice {_slice_text(row)}, retracted: "
+            f"recomputed with late data, the windows up to {row.window_start.isoformat()} no longer hold the "
+            f"alert sent for window {row.last_window_start.isoformat()}"
+        )
     return (
         f"[{state}] {monitor}: {row.rule} ({row.signal}) {target}, slice {_slice_text(row)}, "
         f"value {_fmt(row.value)} vs threshold {_fmt(row.threshold)}, window {row.window_start.isoformat()}"
