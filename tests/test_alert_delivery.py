@@ -313,11 +313,11 @@ def test_alerts_late_data_clears_are_retracted_once(spark, tmp_path, monkeypatch
                 )
                 assert a["severity"] == opened[a["alert_id"]]["severity"]
                 assert a["last_window_start"] == opened[a["alert_id"]]["window_start"]
-        assert f"alert {nulls['x']['alert_id']} (quality_check_failed) retracted" in caplog.text
+        assert f"retracting alert {nulls['x']['alert_id']} (quality_check_failed)" in caplog.text
 
         # the record of what was sent: the opens, then the retractions, all taken by the hook
         notes = io.Output(cfg.output).read(spark, NOTIFICATIONS).orderBy("sent_at", "seq").collect()
-        assert [(n["alert_id"], n["notify"]) for n in notes if n["retraction"]] == [
+        assert [(n["alert_id"], n["notify"]) for n in notes if n["kind"] == "retraction"] == [
             (aid, "resolve") for aid in sorted(retracted)
         ]
         assert all(n["received"] for n in notes)

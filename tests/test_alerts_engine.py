@@ -11,10 +11,12 @@ from lakemon.alerts import (
     AlertRow,
     Observation,
     Received,
+    SeriesState,
     alert_id,
     default_rules,
     evaluate,
     evaluate_with_state,
+    reopenings,
     retractions,
     rule_matches,
     summarize,
@@ -404,7 +406,6 @@ def received(i: int, notify: str = "open", severity: str = "warning") -> Receive
         slice_key=None,
         slice_value=None,
         window_start=w(i),
-        window_end=w(i + 1),
         severity=severity,
         notify=notify,
         first_window_start=w(i),
@@ -412,24 +413,29 @@ def received(i: int, notify: str = "open", severity: str = "warning") -> Receive
 
 
 def retract(values: dict[int, float | None], got: Received, emit: set[int]) -> list[AlertRow]:
-    rows, open_now = evaluate_with_state(
+    """What a run computing the ``emit`` windows over ``values`` retracts, receivers holding ``got``."""
+    rows, states = evaluate_with_state(
         [ONE], [obs(i, v, metric="log_loss") for i, v in values.items()], {}, {w(i) for i in emit}
     )
     notified = {r.alert_id for r in rows if r.notify != "none"}
     newest = max(emit)
-    return retractions([got], open_now, (w(newest), w(newest + 1)), notified)
+    # the alerts rows that still fire: this run's, and the stored one of a window it did not recompute
+    held = {(r.alert_id, r.window_start) for r in rows if r.status == "firing"}
+    if got.window_start not in {w(i) for i in emit}:
+        held.add((got.alert_id, got.window_start))
+    return retractions([got], states, (w(newest), w(newest + 1)), notified, held)
 
 
 def test_open_state_after_the_newest_window_per_series():
     high = dict(zip(range(4), [0.1, 0.9, 0.2, 0.2], strict=True))  # opens w1, resolves w3 (2 clean)
-    _, state = evaluate_with_state([ONE], [obs(i, v, metric="log_loss") for i, v in high.items()], {})
-    assert state == {AID: False}
-    _, state = evaluate_with_state(
+    _, states = evaluate_with_state([ONE], [obs(i, v, metric="log_loss") for i, v in high.items()], {})
+    assert states == {AID: SeriesState(False, frozenset({w(1), w(2)}))}
+    _, states = evaluate_with_state(
         [ONE], [obs(i, v, metric="log_loss") for i, v in list(high.items())[:3]], {}
     )
-    assert state == {AID: True}  # one clean window of the two hysteresis needs
-    _, state = evaluate_with_state([ONE], [obs(i, None, metric="log_loss") for i in range(5)], {})
-    assert state == {AID: None}  # no data: neither open nor closed
+    assert states[AID].open is True  # one clean window of the two hysteresis needs
+    _, states = evaluate_with_state([ONE], [obs(i, None, metric="log_loss") for i in range(5)], {})
+    assert states[AID].open is None  # no data: neither open nor closed
 
 
 def test_a_recomputed_clean_window_retracts_the_open_it_sent():
@@ -452,16 +458,47 @@ def test_no_retraction_while_the_episode_is_open_resolved_or_not_judged():
     assert retract({1: 0.9, 2: 0.9, 3: 0.1}, received(1), emit={3}) == []
     # the run recomputes only w1 (clean now) while the open was sent for w3: w3 is not judged by this run
     assert retract({0: 0.1, 1: 0.1}, received(3), emit={1}) == []
+    # the window that sent the open was never recomputed (its alerts row still fires) and lies before the
+    # rebuilt history, which cannot judge the episode
+    assert retract({3: 0.1, 4: 0.1}, received(0), emit={4}) == []
+    _, states = evaluate_with_state([ONE], [obs(3, 0.1, metric="log_loss")], {})
+    assert len(retractions([received(0)], states, (w(3), w(4)), set(), held={(AID, w(1))})) == 1
     # a series with no data in the evaluated windows (a slice absent, values missing) is not judged
     assert retract({2: None, 3: None}, received(1), emit={3}) == []
     assert retractions([received(1)], {}, (w(3), w(4)), set()) == []
 
 
+def test_an_episode_the_rebuilt_history_sees_end_is_retracted_though_its_window_still_fires():
+    # late data opened an episode at w1 in a run of w1 alone (sent); w3, clean, resolved it in the rebuilt
+    # history of the run of w4, which emits no resolve (w3 is not its window): retracted at w4
+    values = {0: 0.1, 1: 0.9, 2: 0.1, 3: 0.1, 4: 0.1}
+    rows = retract(values, received(1), emit={4})
+    assert [(r.notify, r.window_start, r.last_window_start) for r in rows] == [("resolve", w(4), w(1))]
+
+
+def test_an_open_episode_receivers_hold_resolved_is_reopened_once():
+    values = {1: 0.9, 2: 0.9, 3: 0.9}  # the episode opened at w1, a window the run of w3 reads as history
+    rows, states = evaluate_with_state(
+        [ONE], [obs(i, v, metric="log_loss") for i, v in values.items()], {}, {w(3)}
+    )
+    assert [(r.notify, r.status) for r in rows] == [("none", "firing")]
+    got = reopenings([received(0, "resolve")], states, rows, set())
+    assert [(r.notify, r.window_start, r.first_window_start) for r in got] == [("open", w(3), w(1))]
+    # receivers hold it open already, or the run sends a notification of it itself: nothing
+    assert reopenings([received(1)], states, rows, set()) == []
+    assert reopenings([received(0, "resolve")], states, rows, {AID}) == []
+    # the episode resolved at the newest window: nothing to open
+    rows, states = evaluate_with_state(
+        [ONE], [obs(i, v, metric="log_loss") for i, v in {1: 0.9, 2: 0.1, 3: 0.1}.items()], {}, {w(3)}
+    )
+    assert reopenings([received(0, "resolve")], states, rows, set()) == []
+
+
 def test_a_resolve_the_rules_send_themselves_is_not_doubled():
     # the episode opened at w1 resolves at w3 (two clean windows): the normal resolve goes, no retraction
     values = {1: 0.9, 2: 0.1, 3: 0.1}
-    rows, open_now = evaluate_with_state([ONE], [obs(i, v, metric="log_loss") for i, v in values.items()], {})
+    rows, states = evaluate_with_state([ONE], [obs(i, v, metric="log_loss") for i, v in values.items()], {})
     assert [r.notify for r in rows if r.window_start == w(3)] == ["resolve"]
     assert retract(values, received(1), emit={3}) == []
     # the same state read without the run's own notifications would retract: `notified` is what stops it
-    assert len(retractions([received(1)], open_now, (w(3), w(4)), set())) == 1
+    assert len(retractions([received(1)], states, (w(3), w(4)), set())) == 1

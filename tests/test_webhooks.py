@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from datetime import datetime
@@ -10,7 +11,7 @@ import pytest
 
 from lakemon.alerts import AlertRow
 from lakemon.config import SinkSpec
-from lakemon.tracking.webhooks import deliver
+from lakemon.tracking.webhooks import alert_summary, deliver
 
 try:
     from tests.servers import RecordingServer, closed_port, no_proxy
@@ -126,7 +127,13 @@ def test_pagerduty_one_event_per_alert(monkeypatch):
         ]
         pd = sink("pd", "pagerduty", routing_key_env="PD_KEY", min_severity="critical")
         out = deliver([*rows, row(severity="warning", alert="cc")], (pd,), "churn", "run-1")
-        assert out["pd"] == {"status": "delivered", "attempts": 2, "error": None, "alerts": 2}
+        assert out["pd"] == {
+            "status": "delivered",
+            "attempts": 2,
+            "error": None,
+            "alerts": 2,
+            "taken": [(r.alert_id, r.window_start, r.notify) for r in rows],
+        }
         events = [r.json() for r in srv.requests]
         assert [e["event_action"] for e in events] == ["trigger", "resolve"]
         e = events[0]
@@ -136,6 +143,81 @@ def test_pagerduty_one_event_per_alert(monkeypatch):
             e["payload"]["severity"] == "critical"
             and e["payload"]["custom_details"]["alert_id"] == "a1b2c3d4e5f60718"
         )
+
+
+def test_what_receivers_hold_after_a_delivery_per_alert_and_sink(monkeypatch):
+    """``notifications.received``: a notification counts when one sink that admits it took it, a retraction
+    only when every such sink did; PagerDuty's events count one by one (one failed event is not the others'
+    failure)."""
+    from types import SimpleNamespace
+
+    from lakemon.tracking.record import notification_rows
+
+    with RecordingServer() as hook, RecordingServer(fail_first=1) as pd_server:
+        monkeypatch.setenv("LAKEMON_TEST_HOOK_URL", hook.url)
+        monkeypatch.setenv("LAKEMON_TEST_PD_URL", pd_server.url)
+        monkeypatch.setenv("PD_KEY", ROUTING_KEY)
+        sinks = (
+            sink("hook"),
+            sink("pd", "pagerduty", routing_key_env="PD_KEY", min_severity="critical", retries=0),
+        )
+        retracted = row(severity="critical", status="resolved", notify="resolve", alert="aa")
+        retracted = dataclasses.replace(retracted, consecutive_windows=0)  # PagerDuty fails it
+        opened = row(severity="critical", alert="bb")  # both take it
+        low = row(severity="warning", alert="cc")  # below PagerDuty's floor: the hook alone
+        closing = row(severity="critical", status="resolved", notify="resolve", alert="dd")
+        out = deliver([retracted, opened, low, closing], sinks, "churn", "r")
+        assert out["pd"]["status"] == "failed" and out["hook"]["status"] == "delivered"
+        cfg = SimpleNamespace(monitor="churn", granularity="1 day", alerts=SimpleNamespace(sinks=sinks))
+        ctx = SimpleNamespace(run_id="r", computed_at=datetime(2024, 3, 2))
+        notes = [(opened, "rule"), (low, "rule"), (closing, "rule"), (retracted, "retraction")]
+        notes = notification_rows(notes, out, cfg, ctx)
+        # the same retraction once PagerDuty takes it too
+        again = deliver([retracted], sinks, "churn", "r")
+        again = notification_rows([(retracted, "retraction")], again, cfg, ctx)
+    got = {n["alert_id"]: (n["notify"], n["received"], n["kind"], n["seq"]) for n in notes}
+    assert got == {
+        "bb": ("open", True, "rule", 0),
+        "cc": ("open", True, "rule", 1),
+        "dd": ("resolve", True, "rule", 2),
+        "aa": ("resolve", False, "retraction", 3),  # PagerDuty still holds it open: retracted again later
+    }
+    assert [(n["alert_id"], n["received"]) for n in again] == [("aa", True)]
+    assert "retracted: the alert sent for window 2024-03-01T00:00:00" in alert_summary(retracted, "churn")
+
+
+def test_a_failed_notification_is_sent_again_unless_receivers_moved_on():
+    from lakemon.alerts import Received
+    from lakemon.tracking.record import plan_sends
+
+    day = datetime(2024, 3, 1)
+    failed, took = '{"hook": {"status": "failed"}}', '{"hook": {"status": "delivered"}}'
+    opened = row(alert="aa")  # failed before
+    again = row(alert="bb")  # failed before, but the receivers took a newer notification of it since
+    done = row(alert="cc")  # taken before
+    new = row(alert="dd", notify="escalate")
+    stored = {
+        ("aa", day, "open"): failed,
+        ("bb", day, "open"): failed,
+        ("cc", day, "open"): took,
+    }
+    later = Received(
+        "bb",
+        "drift_js",
+        "drift",
+        "js_distance",
+        "age",
+        "region",
+        "eu",
+        datetime(2024, 3, 4),
+        "warning",
+        "resolve",
+        day,
+    )
+    sent, superseded, to_send = plan_sends([opened, again, done, new], stored, [later])
+    assert sent == {("cc", day, "open"): took}
+    assert superseded == {("bb", day, "open")}
+    assert [r.alert_id for r in to_send] == ["aa", "dd"]
 
 
 def test_secret_reader_and_min_severity_skip(monkeypatch):

@@ -1725,6 +1725,12 @@ class Monitor:
             # built in the writing thread: the pandas work of one table's frame overlaps the others' commits
             put(table, _frame(spark, table, rows), len(rows))
 
+        sent = tables.get(NOTIFICATIONS.name) or []
+        if sent:
+            # append-only, and first: what was sent must be on record before the alerts rows that say it was
+            # (a crash in between then only sends it again); later runs never replace it
+            io.append_rows(spark, self.output, NOTIFICATIONS, _frame(spark, NOTIFICATIONS, sent), len(sent))
+            written[NOTIFICATIONS.name] = len(sent)
         # Independent transactions on distinct tables, written concurrently; window_state only after every
         # one of them has committed, so a failure or a crash here re-runs the windows. The discovery facts
         # hold for the source's version whatever happens to the rest.
@@ -1737,19 +1743,6 @@ class Monitor:
             calls.append((put_rows, table, tables.get(table.name, [])))
         calls.append((put, *self._samples_frame(samples_df)))
         calls.append((self._store_source_windows,))
-        if tables.get(NOTIFICATIONS.name):
-            # append-only: what was sent stays, whatever later runs do to its window
-            sent = tables[NOTIFICATIONS.name]
-            calls.append(
-                (
-                    io.append_rows,
-                    spark,
-                    self.output,
-                    NOTIFICATIONS,
-                    _frame(spark, NOTIFICATIONS, sent),
-                    len(sent),
-                )
-            )
         io.concurrently(spark, lambda f, *args: f(*args), calls)
         by_ws = {f.window_start: f for f in facts}
         state_rows = []

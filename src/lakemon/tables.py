@@ -119,11 +119,13 @@ NOTIFICATIONS = TableDef(
     "monitor STRING NOT NULL, granularity STRING NOT NULL, alert_id STRING NOT NULL, "
     "window_start TIMESTAMP NOT NULL, window_end TIMESTAMP NOT NULL, slice_key STRING, slice_value STRING, "
     "rule STRING NOT NULL, signal STRING NOT NULL, metric STRING NOT NULL, column_name STRING, "
-    "severity STRING NOT NULL, notify STRING NOT NULL, first_window_start TIMESTAMP, retraction BOOLEAN NOT NULL, "
+    "severity STRING NOT NULL, notify STRING NOT NULL, first_window_start TIMESTAMP, kind STRING NOT NULL, "
     "received BOOLEAN NOT NULL, delivery STRING, seq INT NOT NULL, run_id STRING NOT NULL, sent_at TIMESTAMP NOT NULL",
     # append-only: what was sent, whatever happens later to the windows (alerts rows are replaced with them)
     windowed=False,
     stats_columns=("monitor", "granularity", "sent_at"),
+    # which notification of an alert is the newest: the commit versions order the runs' appends, clocks may not
+    row_tracking=True,
 )
 
 WINDOW_STATE = TableDef(

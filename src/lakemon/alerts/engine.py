@@ -21,15 +21,20 @@ Semantics, in one place:
 * Several observations of one series in one window (for instance drift against two references) are
   combined: the window is met if any of them is met, clean if any is clean and none is met; the value
   reported is the first met observation's (in a deterministic order).
+* :func:`evaluate_with_state` also says, per series, whether an episode is open after its newest window;
+  :func:`retractions` compares that with what receivers hold (the newest notification a sink took) and
+  resolves alerts whose opening window was recomputed without them; :func:`reopenings` opens those receivers
+  hold resolved while an episode is open.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import hashlib
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -255,6 +260,16 @@ class _Episode:
     escalated: bool = False
 
 
+@dataclass(frozen=True)
+class SeriesState:
+    """What the rules' evaluation of a series ends with: ``open``, whether an episode is open after its newest
+    window (what receivers should hold now; None when no window had data: no-data windows neither open nor
+    resolve); ``open_windows``, the windows after which an episode was open."""
+
+    open: bool | None
+    open_windows: frozenset[datetime] = frozenset()
+
+
 @dataclass
 class _Series:
     rule: AlertRule
@@ -269,8 +284,8 @@ def _run_series(
     series: _Series,
     baseline: Mapping[BaselineKey, float],
     emit_windows: set[datetime] | None,
-) -> tuple[list[AlertRow], bool | None]:
-    """The series' rows, and whether an episode is open after its newest window (None: no window had data)."""
+) -> tuple[list[AlertRow], SeriesState]:
+    """The series' rows and its state (:class:`SeriesState`)."""
     rule = series.rule
     pers: PersistenceSpec = rule.persistence
     aid = alert_id(
@@ -280,6 +295,7 @@ def _run_series(
     recent: list[bool] = []  # met/clean of the last evaluated windows, for m-of-n persistence
     episode: _Episode | None = None
     seen_data = False
+    open_windows: set[datetime] = set()  # windows after which an episode was open
     rows: list[AlertRow] = []
 
     def row(ws: datetime, we: datetime, out: _Outcome, status: str, notify: str, ep: _Episode) -> None:
@@ -359,9 +375,11 @@ def _run_series(
                     notify = NOTIFY_ESCALATE
             row(ws, we, out, FIRING, notify, episode)
 
+        if episode is not None:
+            open_windows.add(ws)
         if out.value is not None:
             history_values.append(out.value)
-    return rows, (episode is not None) if seen_data else None
+    return rows, SeriesState((episode is not None) if seen_data else None, frozenset(open_windows))
 
 
 def evaluate(
@@ -386,10 +404,8 @@ def evaluate_with_state(
     observations: Iterable[Observation],
     baseline: Mapping[BaselineKey, float] | None = None,
     emit_windows: set[datetime] | None = None,
-) -> tuple[list[AlertRow], dict[str, bool | None]]:
-    """:func:`evaluate`, and for every series with an observation, by ``alert_id``, whether an episode is
-    open after the series' newest window (what receivers should show now); None when no window of the
-    series had data (no-data windows neither open nor resolve)."""
+) -> tuple[list[AlertRow], dict[str, SeriesState]]:
+    """:func:`evaluate`, and the :class:`SeriesState` of every series with an observation, by ``alert_id``."""
     rules = tuple(rules)
     names = [r.name for r in rules]
     if len(set(names)) != len(names):
@@ -406,11 +422,11 @@ def evaluate_with_state(
                 s = series[key] = _Series(rule, obs.metric, obs.column_name, obs.slice_key, obs.slice_value)
             s.by_window.setdefault((obs.window_start, obs.window_end), []).append(obs)
     rows: list[AlertRow] = []
-    open_now: dict[str, bool | None] = {}
+    states: dict[str, SeriesState] = {}
     for key in sorted(series, key=lambda k: tuple("" if p is None else p for p in k)):
-        series_rows, is_open = _run_series(series[key], baseline, emit_windows)
+        series_rows, state = _run_series(series[key], baseline, emit_windows)
         rows.extend(series_rows)
-        open_now[alert_id(series[key].rule.name, series[key].rule.signal, *key[1:])] = is_open
+        states[alert_id(series[key].rule.name, series[key].rule.signal, *key[1:])] = state
     rows.sort(
         key=lambda r: (
             r.window_start,
@@ -421,7 +437,7 @@ def evaluate_with_state(
             r.slice_value or "",
         )
     )
-    return rows, open_now
+    return rows, states
 
 
 @dataclass(frozen=True)
@@ -436,7 +452,6 @@ class Received:
     slice_key: str | None
     slice_value: str | None
     window_start: datetime
-    window_end: datetime
     severity: str
     notify: str
     first_window_start: datetime | None
@@ -444,30 +459,34 @@ class Received:
 
 def retractions(
     received: Iterable[Received],
-    open_now: Mapping[str, bool | None],
+    states: Mapping[str, SeriesState],
     evaluated_to: tuple[datetime, datetime],
-    notified: set[str],
+    notified: Collection[str],
+    held: Collection[tuple[str, datetime]] = (),
 ) -> list[AlertRow]:
     """Resolves for alerts that receivers hold open but whose episode no longer exists.
 
     Late data can make the windows that opened an alert clean; their recomputation then emits no row for it
-    and no resolve, while receivers keep it open. An alert is retracted when its newest received
-    notification opened or escalated it, the rules evaluated its series (``open_now`` is False: a window
-    of it had data among the evaluated ones) and found no open episode after the newest one, the evaluation
-    reached the window of that notification (``evaluated_to``: the newest evaluated window's start and end,
-    which the caller makes the monitor's newest: an episode can go on in windows the evaluation did not
-    see), and the run sends nothing else for
-    it (``notified``: alert ids with a notification this run). The resolve is dated the newest evaluated
-    window and carries the severity receivers have, so it reaches the sinks the open reached.
+    and no resolve, while receivers keep it open. An alert is retracted when the newest notification a sink
+    took opened or escalated it; the rules evaluated its series (``states``: a window of it had data) and found
+    no open episode after the newest window (``evaluated_to``: its start and end, which the caller makes the monitor's newest, as an
+    episode can go on in windows the evaluation did not see); and the run sends nothing else for it
+    (``notified``); and the window of that notification is judged: the evaluation saw the episode open there
+    (it ended since), or that window no longer holds the alert (``held``: the ``(alert_id, window_start)`` whose
+    ``alerts`` row still fires; a window never recomputed still does, so an episode that began before the
+    rebuilt history is never closed from a partial view). The resolve is dated the newest window and carries the severity receivers have, so it
+    reaches the sinks the open reached; ``consecutive_windows`` 0 marks it.
     """
     ws, we = evaluated_to
     out = []
     for r in received:
         if (
             r.notify in (NOTIFY_OPEN, NOTIFY_ESCALATE)
-            and open_now.get(r.alert_id) is False
+            and (state := states.get(r.alert_id)) is not None
+            and state.open is False
             and r.window_start <= ws
             and r.alert_id not in notified
+            and (r.window_start in state.open_windows or (r.alert_id, r.window_start) not in held)
         ):
             out.append(
                 AlertRow(
@@ -490,6 +509,34 @@ def retractions(
                     notify=NOTIFY_RESOLVE,
                 )
             )
+    return sorted(out, key=lambda a: a.alert_id)
+
+
+def reopenings(
+    received: Iterable[Received],
+    states: Mapping[str, SeriesState],
+    newest_rows: Iterable[AlertRow],
+    notified: Collection[str],
+) -> list[AlertRow]:
+    """Opens for alerts that receivers hold resolved but whose episode is open at the newest window.
+
+    The mirror of :func:`retractions`: late data can open an episode in a window the run reads only as
+    history (its open is never emitted), and an open every sink failed is sent again only when its window is
+    recomputed. An alert is re-opened when the newest notification a sink took resolved it, the rules find
+    an open episode after the newest window (``states``) and emit a firing row there (``newest_rows``: the
+    run's rows of the monitor's newest window), and the run sends nothing else for it (``notified``). The
+    open is that row with ``notify`` ``open``.
+    """
+    resolved = {r.alert_id for r in received if r.notify == NOTIFY_RESOLVE}
+    out = [
+        dataclasses.replace(row, notify=NOTIFY_OPEN)
+        for row in newest_rows
+        if row.status == FIRING
+        and row.alert_id in resolved
+        and (state := states.get(row.alert_id)) is not None
+        and state.open is True
+        and row.alert_id not in notified
+    ]
     return sorted(out, key=lambda a: a.alert_id)
 
 

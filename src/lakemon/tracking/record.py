@@ -21,6 +21,7 @@ from lakemon.alerts import (
     Observation,
     Received,
     evaluate_with_state,
+    reopenings,
     retractions,
     rules_for,
     summarize,
@@ -315,7 +316,7 @@ def alert_history(monitor: Monitor, windows: Sequence[datetime]) -> AlertHistory
         if table is ALERTS:  # alerts x windows
             df = monitor.output.read(monitor.spark, ALERTS).where(this_run)
             df = df.select("alert_id", "window_start", "notify", "delivery")
-        elif table is NOTIFICATIONS:  # one row per alert ever notified
+        elif table is NOTIFICATIONS:  # one row per alert a sink ever took a notification of
             fields = [f.name for f in dataclasses.fields(Received)]
             df = (
                 monitor.output.read(monitor.spark, NOTIFICATIONS)
@@ -325,7 +326,11 @@ def alert_history(monitor: Monitor, windows: Sequence[datetime]) -> AlertHistory
                     & F.col("received")
                 )
                 .groupBy("alert_id")
-                .agg(F.max_by(F.struct(*fields), F.struct("sent_at", "seq")).alias("r"))
+                .agg(
+                    F.max_by(F.struct(*fields), F.struct(F.col("_metadata.row_commit_version"), "seq")).alias(
+                        "r"
+                    )
+                )
                 .select("r.*")
             )
         else:
@@ -379,12 +384,11 @@ def evaluate_alerts(
         for (sk, sv), metrics in results.baseline_metrics.items()
         for metric, value in metrics.items()
     }
-    rows, open_now = evaluate_with_state(rules, obs, baseline, emit_windows=set(windows))
-    # a notification no sink took (every sink failed) is sent again by the next run that computes its window
+    rows, states = evaluate_with_state(rules, obs, baseline, emit_windows=set(windows))
     stored_delivery = stored.sent
-    sent = {key: delivery for key, delivery in stored_delivery.items() if not delivery_failed(delivery)}
-    to_send = [r for r in rows if r.notify != "none" and (r.alert_id, r.window_start, r.notify) not in sent]
+    sent, superseded, to_send = plan_sends(rows, stored_delivery, stored.received)
     retracted: list[AlertRow] = []
+    reopened: list[AlertRow] = []
     delivery: dict[str, Any] = {}
     newest = max(windows)
     # only a run that reaches the monitor's newest window judges what receivers should hold: the history it
@@ -392,21 +396,52 @@ def evaluate_alerts(
     judges = monitor.newest_computed is None or newest >= monitor.newest_computed
     if monitor.deliver and cfg.alerts.sinks:
         if judges:
-            notified = {r.alert_id for r in rows if r.notify != "none"}
-            retracted = retractions(stored.received, open_now, (newest, newest + ctx.window), notified)
+            floor = min(SEVERITY_RANK[s.min_severity] for s in cfg.alerts.sinks)
+            args = (
+                # an alert no sink admits any more has no receiver to tell
+                [r for r in stored.received if SEVERITY_RANK.get(r.severity, 0) >= floor],
+                states,
+                (newest, newest + ctx.window),
+                {r.alert_id for r in to_send},
+            )
+            # where the evaluation did not see the episode open at the window that sent it, that window's alerts
+            # row says whether it was recomputed without the alert (read only when a retraction is in question)
+            unsure = [
+                r for r in retractions(*args) if r.last_window_start not in states[r.alert_id].open_windows
+            ]
+            if unsure:
+                retracted = retractions(*args, held=_still_firing(monitor, unsure, rows, windows))
+            else:
+                retracted = retractions(*args)
+            reopened = [
+                r
+                for r in reopenings(args[0], states, [r for r in rows if r.window_start == newest], args[3])
+                if SEVERITY_RANK.get(r.severity, 0) >= floor
+            ]
         for r in retracted:
             log.info(
-                "[%s] alert %s (%s) retracted: receivers hold it open since %s, the recomputed windows have "
-                "no open episode",
+                "[%s] retracting alert %s (%s): receivers hold it open since window %s, the rules over the "
+                "recomputed windows find no open episode up to window %s",
                 cfg.monitor,
                 r.alert_id,
                 r.rule,
                 r.last_window_start,
+                r.window_start,
             )
-        if to_send or retracted:
+        for r in reopened:
+            log.info(
+                "[%s] re-opening alert %s (%s): receivers hold it resolved, an episode open since window %s "
+                "goes on at window %s",
+                cfg.monitor,
+                r.alert_id,
+                r.rule,
+                r.first_window_start,
+                r.window_start,
+            )
+        if to_send or retracted or reopened:
             from lakemon.tracking.webhooks import deliver
 
-            delivery = deliver(to_send + retracted, cfg.alerts.sinks, cfg.monitor, monitor.run_id)
+            delivery = deliver(to_send + reopened + retracted, cfg.alerts.sinks, cfg.monitor, monitor.run_id)
             for name, status in delivery.items():
                 log.info(
                     "[%s] sink %s: %s (%s attempt(s))",
@@ -424,6 +459,8 @@ def evaluate_alerts(
             d["delivery"] = sent[key]
         elif key in pending and delivery:
             d["delivery"] = _delivery_text(delivery)
+        elif key in superseded:
+            d["delivery"] = json.dumps({"status": "superseded"})
         elif key in stored_delivery:  # failed before and not sent by this run (delivery off): still failed
             d["delivery"] = stored_delivery[key]
         elif r.notify != "none":
@@ -433,9 +470,68 @@ def evaluate_alerts(
         d.update(ctx.key_columns(r.window_start, r.slice_key, r.slice_value))
         out.append(d)
     monitor._alert_rows = rows  # kept for the summary
-    monitor._retracted = retracted
-    notifications = notification_rows(to_send, retracted, delivery, cfg, ctx) if delivery else []
+    monitor._retracted, monitor._reopened = retracted, reopened
+    notes = (
+        [(r, "rule") for r in to_send]
+        + [(r, "reopen") for r in reopened]
+        + [(r, "retraction") for r in retracted]
+    )
+    notifications = notification_rows(notes, delivery, cfg, ctx) if delivery else []
     return out, notifications
+
+
+def plan_sends(
+    rows: Sequence[AlertRow], stored: dict[tuple[Any, ...], Any], received: Sequence[Received]
+) -> tuple[dict[tuple[Any, ...], Any], set[tuple[Any, ...]], list[AlertRow]]:
+    """Which notifications of the run's alert rows go out: ``(sent, superseded, to_send)``.
+
+    ``stored``: the deliveries stored with the run's windows, by ``(alert_id, window_start, notify)``; those a
+    sink took are ``sent`` (never twice). One that every sink failed is sent again by the next run that
+    computes its window, unless receivers took a newer notification of the alert since (``received``):
+    sent then, it would re-open or re-close what they hold (a failed open of day 2 after the resolve of day 4
+    was taken): ``superseded``."""
+    sent = {key: delivery for key, delivery in stored.items() if not delivery_failed(delivery)}
+    newest_taken = {r.alert_id: r.window_start for r in received}
+    superseded = {
+        key for key in stored if key not in sent and key[0] in newest_taken and key[1] < newest_taken[key[0]]
+    }
+    to_send = [
+        r
+        for r in rows
+        if r.notify != "none"
+        and (r.alert_id, r.window_start, r.notify) not in sent
+        and (r.alert_id, r.window_start, r.notify) not in superseded
+    ]
+    return sent, superseded, to_send
+
+
+def _still_firing(
+    monitor: Monitor, candidates: Sequence[AlertRow], rows: Sequence[AlertRow], windows: Sequence[datetime]
+) -> set[tuple[str, datetime]]:
+    """Which of the windows that sent the candidates' notifications (``last_window_start``) still hold the
+    alert (a firing ``alerts`` row): this run's rows for its own windows, the stored rows for the others (one
+    small read, made only when a retraction is in question)."""
+    from pyspark.sql import functions as F
+
+    ours = set(windows)
+    held = {(r.alert_id, r.window_start) for r in rows if r.status == "firing"}
+    others = [c for c in candidates if c.last_window_start not in ours]
+    if others:
+        cfg = monitor.cfg
+        found = (
+            monitor.output.read(monitor.spark, ALERTS)
+            .where(
+                (F.col("monitor") == cfg.monitor)
+                & (F.col("granularity") == cfg.granularity)
+                & F.col("window_start").isin(sorted({c.last_window_start for c in others}))
+                & F.col("alert_id").isin(sorted({c.alert_id for c in others}))
+                & (F.col("status") == "firing")
+            )
+            .select("alert_id", "window_start")
+            .collect()  # at most one row per candidate
+        )
+        held |= {(r["alert_id"], r["window_start"]) for r in found}
+    return held
 
 
 def _delivery_text(delivery: dict[str, Any]) -> str:
@@ -445,21 +541,27 @@ def _delivery_text(delivery: dict[str, Any]) -> str:
 
 
 def notification_rows(
-    sent: Sequence[AlertRow],
-    retracted: Sequence[AlertRow],
+    notes: Sequence[tuple[AlertRow, str]],
     delivery: dict[str, Any],
     cfg: MonitorConfig,
     ctx: RunContext,
 ) -> list[dict[str, Any]]:
-    """The ``notifications`` rows of one delivery: one per alert sent, in sending order (``seq``).
+    """The ``notifications`` rows of one delivery: one per ``(alert row, kind)`` sent (``rule``, ``reopen``,
+    ``retraction``), in sending order (``seq``).
 
-    ``received``: a sink whose severity floor the alert meets took the delivery (the status is per sink and
-    delivery, so a sink that took the others' payload but not this alert's severity does not count)."""
-    took = [s for s in cfg.alerts.sinks if (delivery.get(s.name) or {}).get("status") == "delivered"]
+    ``received``: a sink whose severity floor admits the alert took it; a retraction counts only when every
+    such sink did, as it is not sent again otherwise (one that missed it still holds the alert open, so the
+    next judging run retracts it again)."""
+    from lakemon.tracking.webhooks import took
+
     text = _delivery_text(delivery)
     out = []
-    for seq, (r, retraction) in enumerate([(r, False) for r in sent] + [(r, True) for r in retracted]):
-        rank = SEVERITY_RANK.get(r.severity, 0)
+    for seq, (r, kind) in enumerate(notes):
+        eligible = [
+            s for s in cfg.alerts.sinks if SEVERITY_RANK.get(r.severity, 0) >= SEVERITY_RANK[s.min_severity]
+        ]
+        taken = [took(delivery.get(s.name), r, s.min_severity) for s in eligible]
+        received = all(taken) if kind == "retraction" else any(taken)
         out.append(
             {
                 "monitor": cfg.monitor,
@@ -476,8 +578,8 @@ def notification_rows(
                 "severity": r.severity,
                 "notify": r.notify,
                 "first_window_start": r.first_window_start,
-                "retraction": retraction,
-                "received": any(rank >= SEVERITY_RANK[s.min_severity] for s in took),
+                "kind": kind,
+                "received": bool(eligible) and received,
                 "delivery": text,
                 "seq": seq,
                 "run_id": ctx.run_id,
@@ -540,8 +642,11 @@ def summary(
                 for r in firing
             }
         ),
+        "alerts_reopened": [
+            (r.rule, r.alert_id, r.first_window_start.isoformat()) for r in getattr(monitor, "_reopened", [])
+        ],
         "alerts_retracted": [
-            (r.rule, r.alert_id, str(r.last_window_start)[:10]) for r in getattr(monitor, "_retracted", [])
+            (r.rule, r.alert_id, r.last_window_start.isoformat()) for r in getattr(monitor, "_retracted", [])
         ],
         "headline": headline,
         "phase_seconds": {k: round(v, 2) for k, v in monitor.phases.seconds.items()},

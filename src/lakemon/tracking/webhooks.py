@@ -133,8 +133,8 @@ def alert_summary(row: AlertRow, monitor: str) -> str:
     if row.status == "resolved" and row.consecutive_windows == 0:  # a retraction (alerts.engine.retractions)
         return (
             f"[{state}] {monitor}: {row.rule} ({row.signal}) {target}, slice {_slice_text(row)}, retracted: "
-            f"recomputed with late data, the windows up to {row.window_start.isoformat()} no longer hold the "
-            f"alert sent for window {row.last_window_start.isoformat()}"
+            f"the alert sent for window {row.last_window_start.isoformat()} has no open episode up to window "
+            f"{row.window_start.isoformat()} once late data is counted"
         )
     return (
         f"[{state}] {monitor}: {row.rule} ({row.signal}) {target}, slice {_slice_text(row)}, "
@@ -271,6 +271,21 @@ def _scrub(text: str | None, secrets: Sequence[str | None]) -> str | None:
 # ---------------------------------------------------------------------------------------------------
 
 
+def notification_key(row: AlertRow) -> tuple[str, datetime, str]:
+    """What identifies a notification: ``(alert_id, window_start, notify)``."""
+    return (row.alert_id, row.window_start, row.notify)
+
+
+def took(status: dict[str, Any] | None, row: AlertRow, min_severity: str) -> bool:
+    """Whether a sink whose delivery ended with ``status`` (:func:`deliver`) took ``row``: its severity floor
+    admits it and the delivery succeeded (PagerDuty: that alert's own event did)."""
+    if not status or SEVERITY_RANK.get(row.severity, 0) < SEVERITY_RANK[min_severity]:
+        return False
+    if "taken" in status:
+        return notification_key(row) in status["taken"]
+    return status.get("status") == "delivered"
+
+
 def _eligible(rows: Sequence[AlertRow], min_severity: str) -> list[AlertRow]:
     floor = SEVERITY_RANK[min_severity]
     return [r for r in rows if SEVERITY_RANK.get(r.severity, 0) >= floor]
@@ -299,10 +314,13 @@ def _deliver_one(
 
     if sink.kind == "pagerduty":
         total, failures, first_error = 0, 0, None
+        taken = []
         for r in rows:
             ok, n, err = _post_with_retries(url, pagerduty_event(r, monitor, run_id, routing_key or ""), sink)
             total += n
-            if not ok:
+            if ok:
+                taken.append(notification_key(r))
+            else:
                 failures += 1
                 first_error = first_error or err
         out: dict[str, Any] = {
@@ -312,6 +330,7 @@ def _deliver_one(
             if failures == 0
             else f"{failures} of {len(rows)} event(s) failed, first: {first_error}",
             "alerts": len(rows),
+            "taken": taken,  # one event per alert: which of them PagerDuty took
         }
     else:
         payload = (slack_payload if sink.kind == "slack" else generic_payload)(rows, monitor, run_id)
