@@ -282,12 +282,18 @@ def test_alerts_late_data_clears_are_retracted_once(spark, tmp_path, monkeypatch
             "y": day1.isoformat(),
         }
 
-        # late rows of day 1 without NULLs: y passes there, but its episode goes on in day 2, which this run
-        # (day 1 only) does not see: nothing is retracted
+        # late rows of day 1 without NULLs: y passes there, but its episode goes on in day 2, whose alerts the
+        # run re-evaluates (they follow from day 1): it starts at day 2 now, and receivers, which hold it open,
+        # are not told again; nothing is retracted
         append(rows(4000, [1], start=10_000, holes=False))
         res = run_monitor(spark, cfg, as_of=as_of)
         assert res.status == "success" and res.windows == [day1]
         assert len(hook.requests) == 1
+        y_rows = out_alerts(spark, cfg).where(F.col("alert_id") == nulls["y"]["alert_id"]).collect()
+        assert [(r["window_start"], r["status"], r["first_window_start"]) for r in y_rows] == [
+            (day2, "firing", day2)
+        ]
+        assert '"already_held"' in y_rows[0]["delivery"]
 
         # late rows of day 2 without NULLs: x and y pass on the newest day, and no window holds either alert
         append(rows(4000, [2], start=20_000, holes=False))

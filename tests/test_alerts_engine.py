@@ -419,11 +419,10 @@ def retract(values: dict[int, float | None], got: Received, emit: set[int]) -> l
     )
     notified = {r.alert_id for r in rows if r.notify != "none"}
     newest = max(emit)
-    # the alerts rows that still fire: this run's, and the stored one of a window it did not recompute
-    held = {(r.alert_id, r.window_start) for r in rows if r.status == "firing"}
-    if got.window_start not in {w(i) for i in emit}:
-        held.add((got.alert_id, got.window_start))
-    return retractions([got], states, (w(newest), w(newest + 1)), notified, held)
+    # the stored alerts rows before the rebuilt history (the earliest value given) say the alert was open
+    # there when receivers took its open (or escalation) before it
+    before = {got.alert_id} if got.window_start < w(min(values)) else set()
+    return retractions([got], states, (w(newest), w(newest + 1)), notified, before)
 
 
 def test_open_state_after_the_newest_window_per_series():
@@ -458,19 +457,27 @@ def test_no_retraction_while_the_episode_is_open_resolved_or_not_judged():
     assert retract({1: 0.9, 2: 0.9, 3: 0.1}, received(1), emit={3}) == []
     # the run recomputes only w1 (clean now) while the open was sent for w3: w3 is not judged by this run
     assert retract({0: 0.1, 1: 0.1}, received(3), emit={1}) == []
-    # the window that sent the open was never recomputed (its alerts row still fires) and lies before the
-    # rebuilt history, which cannot judge the episode
+    # the open was sent before the rebuilt history, and the stored rows say the episode was open where that
+    # begins: the rules cannot tell whether it ended
     assert retract({3: 0.1, 4: 0.1}, received(0), emit={4}) == []
     _, states = evaluate_with_state([ONE], [obs(3, 0.1, metric="log_loss")], {})
-    assert len(retractions([received(0)], states, (w(3), w(4)), set(), held={(AID, w(1))})) == 1
+    assert retractions([received(0)], states, (w(3), w(4)), set(), open_before={AID}) == []
+    # ... and when they say it was closed there (its resolve was never sent), the rules can
+    assert len(retractions([received(0)], states, (w(3), w(4)), set(), open_before=set())) == 1
+    # an episode the rebuilt history sees open (from then on it agrees with the full history) and end
+    # is judged whatever came before
+    _, states = evaluate_with_state(
+        [ONE], [obs(i, v, metric="log_loss") for i, v in {3: 0.9, 4: 0.1, 5: 0.1}.items()], {}
+    )
+    assert len(retractions([received(0)], states, (w(5), w(6)), set(), open_before={AID})) == 1
     # a series with no data in the evaluated windows (a slice absent, values missing) is not judged
     assert retract({2: None, 3: None}, received(1), emit={3}) == []
     assert retractions([received(1)], {}, (w(3), w(4)), set()) == []
 
 
-def test_an_episode_the_rebuilt_history_sees_end_is_retracted_though_its_window_still_fires():
-    # late data opened an episode at w1 in a run of w1 alone (sent); w3, clean, resolved it in the rebuilt
-    # history of the run of w4, which emits no resolve (w3 is not its window): retracted at w4
+def test_an_episode_the_rebuilt_history_sees_end_is_retracted():
+    # late data opened an episode at w1 in a run that did not reach w3 (sent); w3, clean, resolved it in the
+    # rebuilt history of the run of w4, which emits no resolve (w3 is not its window): retracted at w4
     values = {0: 0.1, 1: 0.9, 2: 0.1, 3: 0.1, 4: 0.1}
     rows = retract(values, received(1), emit={4})
     assert [(r.notify, r.window_start, r.last_window_start) for r in rows] == [("resolve", w(4), w(1))]

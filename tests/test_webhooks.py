@@ -183,7 +183,7 @@ def test_what_receivers_hold_after_a_delivery_per_alert_and_sink(monkeypatch):
         "aa": ("resolve", False, "retraction", 3),  # PagerDuty still holds it open: retracted again later
     }
     assert [(n["alert_id"], n["received"]) for n in again] == [("aa", True)]
-    assert "retracted: the alert sent for window 2024-03-01T00:00:00" in alert_summary(retracted, "churn")
+    assert "for the alert sent for window 2024-03-01T00:00:00" in alert_summary(retracted, "churn")
 
 
 def test_a_failed_notification_is_sent_again_unless_receivers_moved_on():
@@ -196,27 +196,36 @@ def test_a_failed_notification_is_sent_again_unless_receivers_moved_on():
     again = row(alert="bb")  # failed before, but the receivers took a newer notification of it since
     done = row(alert="cc")  # taken before
     new = row(alert="dd", notify="escalate")
+    old = row(alert="ee")  # new, but older than what receivers took of it
+    last = row(alert="ff")  # what receivers took last (its alerts row lost in a crash, say)
     stored = {
         ("aa", day, "open"): failed,
         ("bb", day, "open"): failed,
         ("cc", day, "open"): took,
     }
-    later = Received(
-        "bb",
-        "drift_js",
-        "drift",
-        "js_distance",
-        "age",
-        "region",
-        "eu",
-        datetime(2024, 3, 4),
-        "warning",
-        "resolve",
-        day,
-    )
-    sent, superseded, to_send = plan_sends([opened, again, done, new], stored, [later])
+
+    def got(alert: str, when: datetime, notify: str) -> Received:
+        return Received(
+            alert, "drift_js", "drift", "js_distance", "age", "region", "eu", when, "warning", notify, day
+        )
+
+    received = [got("bb", datetime(2024, 3, 4), "resolve"), got("ee", datetime(2024, 3, 4), "resolve")]
+    received.append(got("ff", day, "open"))
+    moved = row(alert="gg")  # receivers hold it open since an earlier window: late data moved the start
+    received.append(got("gg", datetime(2024, 2, 28), "open"))
+    rows = [opened, again, done, new, old, last, moved]
+    sent, skipped, to_send = plan_sends(rows, stored, received)
     assert sent == {("cc", day, "open"): took}
-    assert superseded == {("bb", day, "open")}
+    assert skipped == {
+        ("bb", day, "open"): "superseded",
+        ("ff", day, "open"): "already_taken",
+        ("gg", day, "open"): "already_held",
+    }
+    # a run that reaches the monitor's newest window sends the new old one (a backfill that re-evaluates
+    # every later window); one that does not leaves it
+    assert [r.alert_id for r in to_send] == ["aa", "dd", "ee"]
+    _, skipped, to_send = plan_sends(rows, stored, received, judges=False)
+    assert skipped[("ee", day, "open")] == "superseded"
     assert [r.alert_id for r in to_send] == ["aa", "dd"]
 
 

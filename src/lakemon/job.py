@@ -380,6 +380,7 @@ class Monitor:
         self._since: int | None = None
         self._bytes_counted = False
         self.newest_computed: datetime | None = None  # the newest window of window_state (discovery)
+        self.computed_windows: list[datetime] = []  # every window of window_state
 
     # ------------------------------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -556,6 +557,7 @@ class Monitor:
             result.discovery = self.discovery
             # the newest window an earlier run computed (what Prometheus shows; a backfill must not replace it)
             self.newest_computed = max(state) if state else None
+            self.computed_windows = sorted(state)
             plan = plan_windows(
                 facts, state, self.window, self.as_of, start=cfg.start, backfill=self.backfill
             )
@@ -655,12 +657,13 @@ class Monitor:
             # every read of what is stored that the run builds on (the baseline, earlier windows' sketches and
             # verdicts, the volume check's row counts, the alerts' history), side by side: small reads of
             # distinct tables, none of which depends on this run's results
+            alert_windows = tracking_glue.alert_windows(plan.windows, self.computed_windows)
             reads: list[Callable[[], Any]] = [
                 lambda: self._load_baseline(ctx, results, columns, planned),
                 lambda: self._load_previous_windows(ctx, results, plan.windows),
                 lambda: self._load_previous_verdicts(results, plan),
                 lambda: self._volume_history(plan.windows),
-                lambda: tracking_glue.alert_history(self, plan.windows),
+                lambda: tracking_glue.alert_history(self, plan.windows, alert_windows),
             ]
             *_, volume_history, alert_history = io.concurrently(
                 spark, lambda f: f(), [(f,) for f in reads], threads=len(reads)
@@ -697,13 +700,15 @@ class Monitor:
 
         with self.phases.phase("alerts"):
             alert_rows, notifications = tracking_glue.evaluate_alerts(
-                self, ctx, results, tables, plan.windows, alert_history
+                self, ctx, results, tables, alert_windows, alert_history
             )
             tables[ALERTS.name] = alert_rows
             tables[NOTIFICATIONS.name] = notifications
 
         with self.phases.phase("write") as info:
-            written = self._write(ctx, tables, sketches_df, samples_df, facts, plan.windows, results)
+            written = self._write(
+                ctx, tables, sketches_df, samples_df, facts, plan.windows, results, alert_windows
+            )
             result.rows_written = written
             info["rows"] = sum(written.values())
         self._release()
@@ -1711,14 +1716,17 @@ class Monitor:
         facts: Sequence[WindowFacts],
         windows: Sequence[datetime],
         results: Results,
+        alert_windows: Sequence[datetime],
     ) -> dict[str, int]:
-        """Replace the run's windows in every table; ``window_state`` last, so a crash re-runs them."""
+        """Replace the run's windows in every table (``alerts``: the windows whose alerts it re-evaluated);
+        ``window_state`` last, so a crash re-runs them."""
 
         spark, cfg = self.spark, self.cfg
         written: dict[str, int] = {}
 
         def put(table: TableDef, df: DataFrame, n: int) -> None:
-            io.replace_windows(spark, self.output, table, df, cfg.monitor, cfg.granularity, windows, rows=n)
+            replaced = alert_windows if table is ALERTS else windows
+            io.replace_windows(spark, self.output, table, df, cfg.monitor, cfg.granularity, replaced, rows=n)
             written[table.name] = n
 
         def put_rows(table: TableDef, rows: list[dict[str, Any]]) -> None:

@@ -23,8 +23,8 @@ Semantics, in one place:
   reported is the first met observation's (in a deterministic order).
 * :func:`evaluate_with_state` also says, per series, whether an episode is open after its newest window;
   :func:`retractions` compares that with what receivers hold (the newest notification a sink took) and
-  resolves alerts whose opening window was recomputed without them; :func:`reopenings` opens those receivers
-  hold resolved while an episode is open.
+  resolves alerts receivers hold open that no longer have an episode (late data took it back, or its
+  resolve was never sent); :func:`reopenings` opens those receivers hold resolved while an episode is open.
 """
 
 from __future__ import annotations
@@ -462,19 +462,19 @@ def retractions(
     states: Mapping[str, SeriesState],
     evaluated_to: tuple[datetime, datetime],
     notified: Collection[str],
-    held: Collection[tuple[str, datetime]] = (),
+    open_before: Collection[str] = (),
 ) -> list[AlertRow]:
     """Resolves for alerts that receivers hold open but whose episode no longer exists.
 
     Late data can make the windows that opened an alert clean; their recomputation then emits no row for it
     and no resolve, while receivers keep it open. An alert is retracted when the newest notification a sink
-    took opened or escalated it; the rules evaluated its series (``states``: a window of it had data) and found
-    no open episode after the newest window (``evaluated_to``: its start and end, which the caller makes the monitor's newest, as an
-    episode can go on in windows the evaluation did not see); and the run sends nothing else for it
-    (``notified``); and the window of that notification is judged: the evaluation saw the episode open there
-    (it ended since), or that window no longer holds the alert (``held``: the ``(alert_id, window_start)`` whose
-    ``alerts`` row still fires; a window never recomputed still does, so an episode that began before the
-    rebuilt history is never closed from a partial view). The resolve is dated the newest window and carries the severity receivers have, so it
+    took opened or escalated it; the rules evaluated its series (``states``: a window of it had data) and
+    found no open episode after the newest window (``evaluated_to``: its start and end, which the caller
+    makes the monitor's newest, as an episode can go on in windows the evaluation did not see); the run sends
+    nothing else for it (``notified``); and the rebuilt history can judge the episode: it saw one open (from
+    then on it agrees with the full history), or the alert was closed where the rebuilt history begins
+    (``open_before``: the alerts whose stored rows say an episode was open there; the rules cannot tell
+    whether it ended). The resolve is dated the newest window and carries the severity receivers have, so it
     reaches the sinks the open reached; ``consecutive_windows`` 0 marks it.
     """
     ws, we = evaluated_to
@@ -486,7 +486,7 @@ def retractions(
             and state.open is False
             and r.window_start <= ws
             and r.alert_id not in notified
-            and (r.window_start in state.open_windows or (r.alert_id, r.window_start) not in held)
+            and (bool(state.open_windows) or r.alert_id not in open_before)
         ):
             out.append(
                 AlertRow(

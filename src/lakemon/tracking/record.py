@@ -47,6 +47,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lakemon")
 
+#: Most windows computed after a run's earliest window whose alerts the run re-evaluates (a backfill further
+#: back leaves theirs as they are)
+MAX_REEVALUATED = 90
+
 HEADLINE = {
     "binary": ("accuracy", "roc_auc", "f1", "estimated_accuracy", "label_coverage"),
     "multiclass": ("accuracy", "macro_f1", "estimated_accuracy", "label_coverage"),
@@ -258,14 +262,30 @@ class AlertHistory(NamedTuple):
     sent: dict[tuple[Any, ...], Any]
     #: per alert, the newest notification a sink took
     received: list[Received]
+    #: where the rebuilt history of the newest window begins
+    span_start: datetime | None = None
 
 
-def alert_history(monitor: Monitor, windows: Sequence[datetime]) -> AlertHistory:
+def alert_windows(
+    windows: Sequence[datetime], computed: Sequence[datetime], most: int = MAX_REEVALUATED
+) -> list[datetime]:
+    """The windows whose alerts a run (re)evaluates: its own, and the windows computed earlier that follow
+    its earliest one (their alerts follow from the recomputed ones: late rows of D-5 can open, or close, an
+    episode that D-4..D-1 continue), unless there are more than ``most`` of those (their rows stay as they
+    are, and the run does not judge what receivers hold: :func:`evaluate_alerts`)."""
+    later = [w for w in computed if w > min(windows) and w not in set(windows)]
+    return sorted(set(windows) | (set(later) if len(later) <= most else set()))
+
+
+def alert_history(
+    monitor: Monitor, run_windows: Sequence[datetime], windows: Sequence[datetime]
+) -> AlertHistory:
     """Earlier windows' results read back from the monitoring tables (the alerts' memory, as deep as the
-    rules look back), the notifications already sent for the run's windows (a re-run must not send them
-    again), keyed by ``(alert_id, window_start, notify)``, and per alert the newest notification a sink took
-    (``notifications``: what receivers show): five reads of small tables, side by side. Read before the
-    run's results exist, alongside its other reads of what is stored: nothing the run writes is in it.
+    rules look back, and the results of the later ``windows`` the run does not recompute), the notifications
+    already sent for ``windows`` (a re-run must not send them again), keyed by ``(alert_id, window_start,
+    notify)``, and per alert the newest notification a sink took (``notifications``: what receivers show):
+    five reads of small tables, side by side. Read before the run's results exist, alongside its other reads
+    of what is stored: nothing the run writes is in it.
     """
     from pyspark.sql import functions as F
 
@@ -290,13 +310,13 @@ def alert_history(monitor: Monitor, windows: Sequence[datetime]) -> AlertHistory
             spans.append([w - depth * monitor.window, w])
     ws = F.col("window_start")
     in_spans = functools.reduce(
-        lambda a, b: a | b, [(ws >= F.lit(lo)) & (ws < F.lit(hi)) for lo, hi in spans]
+        lambda a, b: a | b, [(ws >= F.lit(lo)) & (ws <= F.lit(hi)) for lo, hi in spans]
     )
     cond = (
         (F.col("monitor") == cfg.monitor)
         & (F.col("granularity") == cfg.granularity)
         & in_spans
-        & ~ws.isin(list(windows))
+        & ~ws.isin(list(run_windows))
     )
     # monitoring-table rows (already aggregated) of at most `depth` windows before each of the run's: bounded,
     # never raw rows
@@ -343,7 +363,7 @@ def alert_history(monitor: Monitor, windows: Sequence[datetime]) -> AlertHistory
     found = dict(zip(tables, io.concurrently(monitor.spark, rows_of, [(t,) for t in tables]), strict=True))
     sent = {(r["alert_id"], r["window_start"], r["notify"]): r["delivery"] for r in found.pop(ALERTS)}
     received = [Received(**r) for r in found.pop(NOTIFICATIONS)]
-    return AlertHistory({t.name: rows for t, rows in found.items()}, sent, received)
+    return AlertHistory({t.name: rows for t, rows in found.items()}, sent, received, spans[-1][0])
 
 
 def delivery_failed(delivery: str | None) -> bool:
@@ -370,12 +390,14 @@ def evaluate_alerts(
     windows: Sequence[datetime],
     stored: AlertHistory,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Alert rows for the run's windows: rules over this run's results plus the stored history
-    (:func:`alert_history`), then delivery of new notifications (sinks), each recorded with its status.
+    """Alert rows for ``windows`` (:func:`alert_windows`): rules over this run's results plus the stored
+    history (:func:`alert_history`), then delivery of new notifications (sinks, :func:`plan_sends`), each
+    recorded with its status.
 
-    Also retracts alerts that receivers hold open but whose episode the evaluated windows no longer have
-    (late data made the window that opened it clean): a resolve is sent for each (:func:`retractions`).
-    Returns the ``alerts`` rows and the ``notifications`` rows (what was sent, retractions included)."""
+    A run that reaches the monitor's newest window also reconciles what receivers hold with the rules: it
+    retracts alerts held open that no longer have an episode (:func:`retractions`) and re-opens those held
+    resolved that have one (:func:`reopenings`). Returns the ``alerts`` rows and the ``notifications`` rows
+    (what was sent)."""
     cfg = monitor.cfg
     rules = rules_for(cfg)
     obs = observations(stored.results) + observations(tables)
@@ -385,15 +407,15 @@ def evaluate_alerts(
         for metric, value in metrics.items()
     }
     rows, states = evaluate_with_state(rules, obs, baseline, emit_windows=set(windows))
+    newest = max(windows)
+    # only a run that reaches the monitor's newest window judges what receivers should hold: one that does not
+    # (a backfill too far back to re-evaluate the windows after it) leaves episodes going on in newer windows
+    judges = monitor.newest_computed is None or newest >= monitor.newest_computed
     stored_delivery = stored.sent
-    sent, superseded, to_send = plan_sends(rows, stored_delivery, stored.received)
+    sent, skipped, to_send = plan_sends(rows, stored_delivery, stored.received, judges)
     retracted: list[AlertRow] = []
     reopened: list[AlertRow] = []
     delivery: dict[str, Any] = {}
-    newest = max(windows)
-    # only a run that reaches the monitor's newest window judges what receivers should hold: the history it
-    # reads ends at its own windows, and an episode may go on in newer ones (their stored rows still fire)
-    judges = monitor.newest_computed is None or newest >= monitor.newest_computed
     if monitor.deliver and cfg.alerts.sinks:
         if judges:
             floor = min(SEVERITY_RANK[s.min_severity] for s in cfg.alerts.sinks)
@@ -404,15 +426,11 @@ def evaluate_alerts(
                 (newest, newest + ctx.window),
                 {r.alert_id for r in to_send},
             )
-            # where the evaluation did not see the episode open at the window that sent it, that window's alerts
-            # row says whether it was recomputed without the alert (read only when a retraction is in question)
-            unsure = [
-                r for r in retractions(*args) if r.last_window_start not in states[r.alert_id].open_windows
-            ]
-            if unsure:
-                retracted = retractions(*args, held=_still_firing(monitor, unsure, rows, windows))
-            else:
-                retracted = retractions(*args)
+            # where the rebuilt history saw no episode, the stored rows say whether one was open where it begins
+            # (read only when a retraction is in question)
+            unsure = [r for r in retractions(*args) if not states[r.alert_id].open_windows]
+            before = _open_before(monitor, unsure, stored.span_start) if unsure else set()
+            retracted = retractions(*args, open_before=before)
             reopened = [
                 r
                 for r in reopenings(args[0], states, [r for r in rows if r.window_start == newest], args[3])
@@ -420,8 +438,8 @@ def evaluate_alerts(
             ]
         for r in retracted:
             log.info(
-                "[%s] retracting alert %s (%s): receivers hold it open since window %s, the rules over the "
-                "recomputed windows find no open episode up to window %s",
+                "[%s] retracting alert %s (%s): receivers hold it open (its notification of window %s), the "
+                "rules find no open episode up to window %s",
                 cfg.monitor,
                 r.alert_id,
                 r.rule,
@@ -459,8 +477,8 @@ def evaluate_alerts(
             d["delivery"] = sent[key]
         elif key in pending and delivery:
             d["delivery"] = _delivery_text(delivery)
-        elif key in superseded:
-            d["delivery"] = json.dumps({"status": "superseded"})
+        elif key in skipped:
+            d["delivery"] = json.dumps({"status": skipped[key]})
         elif key in stored_delivery:  # failed before and not sent by this run (delivery off): still failed
             d["delivery"] = stored_delivery[key]
         elif r.notify != "none":
@@ -481,57 +499,72 @@ def evaluate_alerts(
 
 
 def plan_sends(
-    rows: Sequence[AlertRow], stored: dict[tuple[Any, ...], Any], received: Sequence[Received]
-) -> tuple[dict[tuple[Any, ...], Any], set[tuple[Any, ...]], list[AlertRow]]:
-    """Which notifications of the run's alert rows go out: ``(sent, superseded, to_send)``.
+    rows: Sequence[AlertRow],
+    stored: dict[tuple[Any, ...], Any],
+    received: Sequence[Received],
+    judges: bool = True,
+) -> tuple[dict[tuple[Any, ...], Any], dict[tuple[Any, ...], str], list[AlertRow]]:
+    """Which notifications of the run's alert rows go out: ``(sent, skipped, to_send)``.
 
     ``stored``: the deliveries stored with the run's windows, by ``(alert_id, window_start, notify)``; those a
     sink took are ``sent`` (never twice). One that every sink failed is sent again by the next run that
-    computes its window, unless receivers took a newer notification of the alert since (``received``):
-    sent then, it would re-open or re-close what they hold (a failed open of day 2 after the resolve of day 4
-    was taken): ``superseded``."""
+    computes its window, unless receivers took a newer notification of the alert since (``received``): sent
+    then, it would re-open or re-close what they hold (a failed open of day 2 after the resolve of day 4 was
+    taken): skipped as ``superseded``, as is any older one from a run that does not reach the monitor's newest
+    window (``judges`` False). The notification receivers took last is skipped as ``already_taken`` (its
+    window recomputed after a crash that lost the alerts row, or after a re-open or retraction of it), and an
+    open of an alert they hold open, or a resolve of one they hold resolved, as ``already_held`` (late data
+    moved the start of an episode they were told of)."""
     sent = {key: delivery for key, delivery in stored.items() if not delivery_failed(delivery)}
     newest_taken = {r.alert_id: r.window_start for r in received}
-    superseded = {
-        key for key in stored if key not in sent and key[0] in newest_taken and key[1] < newest_taken[key[0]]
-    }
+    taken = {(r.alert_id, r.window_start, r.notify) for r in received}
+    holds = {r.alert_id: "resolve" if r.notify == "resolve" else "open" for r in received}
+
+    def older(key: tuple[Any, ...]) -> bool:
+        return key[0] in newest_taken and key[1] < newest_taken[key[0]]
+
+    skipped: dict[tuple[Any, ...], str] = {}
+    for r in rows:
+        key = (r.alert_id, r.window_start, r.notify)
+        if r.notify == "none" or key in sent:
+            continue
+        if key in taken:
+            skipped[key] = "already_taken"
+        elif older(key) and (key in stored or not judges):
+            skipped[key] = "superseded"
+        elif r.notify in ("open", "resolve") and holds.get(r.alert_id) == r.notify:
+            skipped[key] = "already_held"
     to_send = [
         r
         for r in rows
         if r.notify != "none"
         and (r.alert_id, r.window_start, r.notify) not in sent
-        and (r.alert_id, r.window_start, r.notify) not in superseded
+        and (r.alert_id, r.window_start, r.notify) not in skipped
     ]
-    return sent, superseded, to_send
+    return sent, skipped, to_send
 
 
-def _still_firing(
-    monitor: Monitor, candidates: Sequence[AlertRow], rows: Sequence[AlertRow], windows: Sequence[datetime]
-) -> set[tuple[str, datetime]]:
-    """Which of the windows that sent the candidates' notifications (``last_window_start``) still hold the
-    alert (a firing ``alerts`` row): this run's rows for its own windows, the stored rows for the others (one
-    small read, made only when a retraction is in question)."""
+def _open_before(monitor: Monitor, candidates: Sequence[AlertRow], start: datetime | None) -> set[str]:
+    """Which of the candidates' alerts were open where the rebuilt history begins: their newest stored
+    ``alerts`` row before ``start`` fires (one small aggregation over the candidates' rows)."""
     from pyspark.sql import functions as F
 
-    ours = set(windows)
-    held = {(r.alert_id, r.window_start) for r in rows if r.status == "firing"}
-    others = [c for c in candidates if c.last_window_start not in ours]
-    if others:
-        cfg = monitor.cfg
-        found = (
-            monitor.output.read(monitor.spark, ALERTS)
-            .where(
-                (F.col("monitor") == cfg.monitor)
-                & (F.col("granularity") == cfg.granularity)
-                & F.col("window_start").isin(sorted({c.last_window_start for c in others}))
-                & F.col("alert_id").isin(sorted({c.alert_id for c in others}))
-                & (F.col("status") == "firing")
-            )
-            .select("alert_id", "window_start")
-            .collect()  # at most one row per candidate
+    if start is None:
+        return set()
+    cfg = monitor.cfg
+    found = (
+        monitor.output.read(monitor.spark, ALERTS)
+        .where(
+            (F.col("monitor") == cfg.monitor)
+            & (F.col("granularity") == cfg.granularity)
+            & (F.col("window_start") < F.lit(start))
+            & F.col("alert_id").isin(sorted({c.alert_id for c in candidates}))
         )
-        held |= {(r["alert_id"], r["window_start"]) for r in found}
-    return held
+        .groupBy("alert_id")
+        .agg(F.max_by("status", "window_start").alias("status"))
+        .collect()  # one row per candidate at most
+    )
+    return {r["alert_id"] for r in found if r["status"] == "firing"}
 
 
 def _delivery_text(delivery: dict[str, Any]) -> str:

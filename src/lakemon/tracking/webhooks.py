@@ -133,8 +133,8 @@ def alert_summary(row: AlertRow, monitor: str) -> str:
     if row.status == "resolved" and row.consecutive_windows == 0:  # a retraction (alerts.engine.retractions)
         return (
             f"[{state}] {monitor}: {row.rule} ({row.signal}) {target}, slice {_slice_text(row)}, retracted: "
-            f"the alert sent for window {row.last_window_start.isoformat()} has no open episode up to window "
-            f"{row.window_start.isoformat()} once late data is counted"
+            f"the rules find no open episode up to window {row.window_start.isoformat()} for the alert sent "
+            f"for window {row.last_window_start.isoformat()}"
         )
     return (
         f"[{state}] {monitor}: {row.rule} ({row.signal}) {target}, slice {_slice_text(row)}, "
@@ -348,7 +348,8 @@ def deliver(
     secret_reader: SecretReader | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Send ``rows_to_notify`` to every sink and return, per sink name,
-    ``{"status": "delivered"|"failed"|"skipped", "attempts": n, "error": str|None, "alerts": n}``.
+    ``{"status": "delivered"|"failed"|"skipped", "attempts": n, "error": str|None, "alerts": n}``, and for
+    PagerDuty (one event per alert) ``"taken"``, the notification keys of the events it took (:func:`took`).
 
     Only alerts with severity >= the sink's ``min_severity`` are sent; a sink with none is ``skipped``.
     Never raises for a sink's failure, and never puts a URL or key into a log line or an ``error``.
