@@ -383,16 +383,10 @@ def test_default_rules_end_to_end_and_summary():
 
 
 # ---------------------------------------------------------------------------------------------------
-# Retractions: receivers hold an alert open whose episode recomputed history no longer has
+# Reconciliation: receivers hold an alert open whose episode the rules no longer have, or the reverse
 # ---------------------------------------------------------------------------------------------------
 
-ONE = AlertRule(
-    name="loss_high",
-    signal="performance",
-    metric="log_loss",
-    condition=ConditionSpec(kind="above", value=0.5),
-    persistence=PersistenceSpec(m=1, n=1, resolve_after=2),
-)
+ONE = ABOVE.model_copy(update={"persistence": PersistenceSpec(m=1, n=1, resolve_after=2)})  # opens at once
 AID = alert_id("loss_high", "performance", "log_loss", None, None, None)
 
 
