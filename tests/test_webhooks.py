@@ -146,9 +146,8 @@ def test_pagerduty_one_event_per_alert(monkeypatch):
 
 
 def test_what_receivers_hold_after_a_delivery_per_alert_and_sink(monkeypatch):
-    """``notifications.received``: a notification counts when one sink that admits it took it, a retraction
-    only when every such sink did; PagerDuty's events count one by one (one failed event is not the others'
-    failure)."""
+    """``notifications.received``: a notification counts when one sink that admits it took it; PagerDuty's
+    events count one by one (one failed event is not the others' failure)."""
     from types import SimpleNamespace
 
     from lakemon.tracking.record import notification_rows
@@ -180,7 +179,7 @@ def test_what_receivers_hold_after_a_delivery_per_alert_and_sink(monkeypatch):
         "bb": ("open", True, "rule", 0),
         "cc": ("open", True, "rule", 1),
         "dd": ("resolve", True, "rule", 2),
-        "aa": ("resolve", False, "retraction", 3),  # PagerDuty still holds it open: retracted again later
+        "aa": ("resolve", True, "retraction", 3),  # the hook took it (held per alert, not per sink)
     }
     assert [(n["alert_id"], n["received"]) for n in again] == [("aa", True)]
     assert "for the alert sent for window 2024-03-01T00:00:00" in alert_summary(retracted, "churn")
@@ -198,6 +197,8 @@ def test_a_failed_notification_is_sent_again_unless_receivers_moved_on():
     new = row(alert="dd", notify="escalate")
     old = row(alert="ee")  # new, but older than what receivers took of it
     last = row(alert="ff")  # what receivers took last (its alerts row lost in a crash, say)
+    moved = row(alert="gg")  # receivers hold it open since an earlier window: late data moved the start
+    higher = row(alert="hh", severity="critical")  # held open, but at a lower severity
     stored = {
         ("aa", day, "open"): failed,
         ("bb", day, "open"): failed,
@@ -210,23 +211,57 @@ def test_a_failed_notification_is_sent_again_unless_receivers_moved_on():
         )
 
     received = [got("bb", datetime(2024, 3, 4), "resolve"), got("ee", datetime(2024, 3, 4), "resolve")]
-    received.append(got("ff", day, "open"))
-    moved = row(alert="gg")  # receivers hold it open since an earlier window: late data moved the start
-    received.append(got("gg", datetime(2024, 2, 28), "open"))
-    rows = [opened, again, done, new, old, last, moved]
-    sent, skipped, to_send = plan_sends(rows, stored, received)
+    received += [got("ff", day, "open"), got("gg", datetime(2024, 2, 28), "open")]
+    received += [got("hh", datetime(2024, 2, 28), "open")]
+    rows = [opened, again, done, new, old, last, moved, higher]
+    sent, skipped, to_send, holds = plan_sends(rows, stored, received)
     assert sent == {("cc", day, "open"): took}
     assert skipped == {
         ("bb", day, "open"): "superseded",
+        ("ee", day, "open"): "superseded",
         ("ff", day, "open"): "already_taken",
         ("gg", day, "open"): "already_held",
     }
-    # a run that reaches the monitor's newest window sends the new old one (a backfill that re-evaluates
-    # every later window); one that does not leaves it
-    assert [r.alert_id for r in to_send] == ["aa", "dd", "ee"]
-    _, skipped, to_send = plan_sends(rows, stored, received, judges=False)
-    assert skipped[("ee", day, "open")] == "superseded"
-    assert [r.alert_id for r in to_send] == ["aa", "dd"]
+    assert [r.alert_id for r in to_send] == ["aa", "dd", "hh"]
+    assert {a: (h.notify, h.window_start) for a, h in holds.items() if a in ("aa", "hh", "bb")} == {
+        "aa": ("open", day),
+        "hh": ("open", day),
+        "bb": ("resolve", datetime(2024, 3, 4)),
+    }
+
+
+def test_late_data_that_ends_and_restarts_an_episode_receivers_hold_sends_both_in_order():
+    """Receivers hold an open of D-10; late rows make D-5 clean: the re-evaluated windows resolve the episode
+    at D-5 and open a new one at D-4. Both go out, in window order; what receivers hold after them is the open."""
+    from lakemon.alerts import Received
+    from lakemon.tracking.record import plan_sends
+
+    # D is 2024-03-10: D-5 is the 5th, D-4 the 6th
+    resolve = dataclasses.replace(row(status="resolved", notify="resolve"), window_start=datetime(2024, 3, 5))
+    reopen = dataclasses.replace(
+        row(), window_start=datetime(2024, 3, 6), first_window_start=datetime(2024, 3, 6)
+    )
+    since = datetime(2024, 3, 1)
+    held = Received(
+        resolve.alert_id,
+        "drift_js",
+        "drift",
+        "js_distance",
+        "age",
+        "region",
+        "eu",
+        since,
+        "warning",
+        "open",
+        since,
+    )
+    _, skipped, to_send, holds = plan_sends([reopen, resolve], {}, [held])
+    assert skipped == {}
+    assert [(r.notify, r.window_start.day) for r in to_send] == [
+        ("open", 6),
+        ("resolve", 5),
+    ]  # the rows' order
+    assert (holds[resolve.alert_id].notify, holds[resolve.alert_id].window_start.day) == ("open", 6)
 
 
 def test_secret_reader_and_min_severity_skip(monkeypatch):

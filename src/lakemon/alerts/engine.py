@@ -269,6 +269,10 @@ class SeriesState:
     open: bool | None
     open_windows: frozenset[datetime] = frozenset()
 
+    def open_since(self, start: datetime | None) -> bool:
+        """Whether an episode was open after a window at or after ``start`` (None: any)."""
+        return any(start is None or w >= start for w in self.open_windows)
+
 
 @dataclass
 class _Series:
@@ -463,6 +467,7 @@ def retractions(
     evaluated_to: tuple[datetime, datetime],
     notified: Collection[str],
     open_before: Collection[str] = (),
+    since: datetime | None = None,
 ) -> list[AlertRow]:
     """Resolves for alerts that receivers hold open but whose episode no longer exists.
 
@@ -472,10 +477,10 @@ def retractions(
     found no open episode after the newest window (``evaluated_to``: its start and end, which the caller
     makes the monitor's newest, as an episode can go on in windows the evaluation did not see); the run sends
     nothing else for it (``notified``); and the rebuilt history can judge the episode: it saw one open (from
-    then on it agrees with the full history), or the alert was closed where the rebuilt history begins
-    (``open_before``: the alerts whose stored rows say an episode was open there; the rules cannot tell
-    whether it ended). The resolve is dated the newest window and carries the severity receivers have, so it
-    reaches the sinks the open reached; ``consecutive_windows`` 0 marks it.
+    then on it agrees with the full history; ``since``: where the rebuilt history of the newest window
+    begins), or the alert was closed there (``open_before``: the alerts whose stored rows say an episode was
+    open there; the rules cannot tell whether it ended). The resolve is dated the newest window and carries
+    the severity receivers have, so it reaches the sinks the open reached; ``consecutive_windows`` 0 marks it.
     """
     ws, we = evaluated_to
     out = []
@@ -486,7 +491,7 @@ def retractions(
             and state.open is False
             and r.window_start <= ws
             and r.alert_id not in notified
-            and (bool(state.open_windows) or r.alert_id not in open_before)
+            and (state.open_since(since) or r.alert_id not in open_before)
         ):
             out.append(
                 AlertRow(

@@ -258,7 +258,7 @@ class AlertHistory(NamedTuple):
 
     #: earlier windows' rows per monitoring table
     results: dict[str, list[dict[str, Any]]]
-    #: the notifications stored with the run's windows: (alert_id, window_start, notify) -> delivery
+    #: the notifications stored with the alert windows: (alert_id, window_start, notify) -> delivery
     sent: dict[tuple[Any, ...], Any]
     #: per alert, the newest notification a sink took
     received: list[Received]
@@ -269,12 +269,12 @@ class AlertHistory(NamedTuple):
 def alert_windows(
     windows: Sequence[datetime], computed: Sequence[datetime], most: int = MAX_REEVALUATED
 ) -> list[datetime]:
-    """The windows whose alerts a run (re)evaluates: its own, and the windows computed earlier that follow
-    its earliest one (their alerts follow from the recomputed ones: late rows of D-5 can open, or close, an
-    episode that D-4..D-1 continue), unless there are more than ``most`` of those (their rows stay as they
-    are, and the run does not judge what receivers hold: :func:`evaluate_alerts`)."""
+    """The windows whose alerts a run (re)evaluates: its own, and the newest ``most`` of the windows computed
+    earlier that follow its earliest one (their alerts follow from the recomputed ones: late rows of D-5 can
+    open, or close, an episode that D-4..D-1 continue). A backfill further back than that leaves the rows of
+    the windows between as they are."""
     later = [w for w in computed if w > min(windows) and w not in set(windows)]
-    return sorted(set(windows) | (set(later) if len(later) <= most else set()))
+    return sorted(set(windows) | set(later[-most:] if most else []))
 
 
 def alert_history(
@@ -407,35 +407,29 @@ def evaluate_alerts(
         for metric, value in metrics.items()
     }
     rows, states = evaluate_with_state(rules, obs, baseline, emit_windows=set(windows))
+    # the monitor's newest window (alert_windows reaches it): what receivers should hold is judged there
     newest = max(windows)
-    # only a run that reaches the monitor's newest window judges what receivers should hold: one that does not
-    # (a backfill too far back to re-evaluate the windows after it) leaves episodes going on in newer windows
-    judges = monitor.newest_computed is None or newest >= monitor.newest_computed
     stored_delivery = stored.sent
-    sent, skipped, to_send = plan_sends(rows, stored_delivery, stored.received, judges)
+    sent, skipped, to_send, holds = plan_sends(rows, stored_delivery, stored.received)
     retracted: list[AlertRow] = []
     reopened: list[AlertRow] = []
     delivery: dict[str, Any] = {}
     if monitor.deliver and cfg.alerts.sinks:
-        if judges:
-            floor = min(SEVERITY_RANK[s.min_severity] for s in cfg.alerts.sinks)
-            args = (
-                # an alert no sink admits any more has no receiver to tell
-                [r for r in stored.received if SEVERITY_RANK.get(r.severity, 0) >= floor],
-                states,
-                (newest, newest + ctx.window),
-                {r.alert_id for r in to_send},
-            )
-            # where the rebuilt history saw no episode, the stored rows say whether one was open where it begins
-            # (read only when a retraction is in question)
-            unsure = [r for r in retractions(*args) if not states[r.alert_id].open_windows]
-            before = _open_before(monitor, unsure, stored.span_start) if unsure else set()
-            retracted = retractions(*args, open_before=before)
-            reopened = [
-                r
-                for r in reopenings(args[0], states, [r for r in rows if r.window_start == newest], args[3])
-                if SEVERITY_RANK.get(r.severity, 0) >= floor
-            ]
+        floor = min(SEVERITY_RANK[s.min_severity] for s in cfg.alerts.sinks)
+        # what receivers will hold once this run's notifications are taken; an alert no sink admits any
+        # more has no receiver to tell
+        held = [r for r in holds.values() if SEVERITY_RANK.get(r.severity, 0) >= floor]
+        args = (held, states, (newest, newest + ctx.window), set())
+        # where the rebuilt history saw no episode, the stored rows say whether one was open where it begins
+        # (read only when a retraction is in question)
+        unsure = [
+            r
+            for r in retractions(*args, since=stored.span_start)
+            if not states[r.alert_id].open_since(stored.span_start)
+        ]
+        before = _open_before(monitor, unsure, stored.span_start) if unsure else set()
+        retracted = retractions(*args, open_before=before, since=stored.span_start)
+        reopened = reopenings(held, states, [r for r in rows if r.window_start == newest], set())
         for r in retracted:
             log.info(
                 "[%s] retracting alert %s (%s): receivers hold it open (its notification of window %s), the "
@@ -499,49 +493,64 @@ def evaluate_alerts(
 
 
 def plan_sends(
-    rows: Sequence[AlertRow],
-    stored: dict[tuple[Any, ...], Any],
-    received: Sequence[Received],
-    judges: bool = True,
-) -> tuple[dict[tuple[Any, ...], Any], dict[tuple[Any, ...], str], list[AlertRow]]:
-    """Which notifications of the run's alert rows go out: ``(sent, skipped, to_send)``.
+    rows: Sequence[AlertRow], stored: dict[tuple[Any, ...], Any], received: Sequence[Received]
+) -> tuple[dict[tuple[Any, ...], Any], dict[tuple[Any, ...], str], list[AlertRow], dict[str, Received]]:
+    """Which notifications of the run's alert rows go out: ``(sent, skipped, to_send, holds)``.
 
     ``stored``: the deliveries stored with the run's windows, by ``(alert_id, window_start, notify)``; those a
-    sink took are ``sent`` (never twice). One that every sink failed is sent again by the next run that
-    computes its window, unless receivers took a newer notification of the alert since (``received``): sent
-    then, it would re-open or re-close what they hold (a failed open of day 2 after the resolve of day 4 was
-    taken): skipped as ``superseded``, as is any older one from a run that does not reach the monitor's newest
-    window (``judges`` False). The notification receivers took last is skipped as ``already_taken`` (its
-    window recomputed after a crash that lost the alerts row, or after a re-open or retraction of it), and an
-    open of an alert they hold open, or a resolve of one they hold resolved, as ``already_held`` (late data
-    moved the start of an episode they were told of)."""
+    sink took are ``sent`` (never twice); one every sink failed is sent again. ``received``: per alert, the
+    newest notification a sink took, what receivers hold. Going through each alert's notifications in window
+    order, with what receivers hold as it would be after the ones sent before, a notification is skipped as
+    ``already_taken`` (receivers took this very one: its alerts row was lost in a crash, or it was re-opened
+    or retracted), ``superseded`` (its window is older than what receivers hold: late data re-evaluated
+    history they were told about since) or ``already_held`` (an open or escalation of an alert held open at
+    the same or a higher severity, a resolve of one held resolved: late data moved the start of an episode).
+    ``holds`` is what receivers hold once ``to_send`` is taken."""
     sent = {key: delivery for key, delivery in stored.items() if not delivery_failed(delivery)}
-    newest_taken = {r.alert_id: r.window_start for r in received}
-    taken = {(r.alert_id, r.window_start, r.notify) for r in received}
-    holds = {r.alert_id: "resolve" if r.notify == "resolve" else "open" for r in received}
-
-    def older(key: tuple[Any, ...]) -> bool:
-        return key[0] in newest_taken and key[1] < newest_taken[key[0]]
-
+    holds = {r.alert_id: r for r in received}
     skipped: dict[tuple[Any, ...], str] = {}
-    for r in rows:
+    to_send: list[AlertRow] = []
+    for r in sorted(rows, key=lambda a: a.window_start):
         key = (r.alert_id, r.window_start, r.notify)
         if r.notify == "none" or key in sent:
             continue
-        if key in taken:
+        h = holds.get(r.alert_id)
+        if h is not None and (h.window_start, h.notify) == (r.window_start, r.notify):
             skipped[key] = "already_taken"
-        elif older(key) and (key in stored or not judges):
+        elif h is not None and r.window_start < h.window_start:
             skipped[key] = "superseded"
-        elif r.notify in ("open", "resolve") and holds.get(r.alert_id) == r.notify:
+        elif h is not None and (
+            (r.notify == "resolve" and h.notify == "resolve")
+            or (
+                r.notify != "resolve"
+                and h.notify != "resolve"
+                and SEVERITY_RANK.get(r.severity, 0) <= SEVERITY_RANK.get(h.severity, 0)
+            )
+        ):
             skipped[key] = "already_held"
-    to_send = [
-        r
-        for r in rows
-        if r.notify != "none"
-        and (r.alert_id, r.window_start, r.notify) not in sent
-        and (r.alert_id, r.window_start, r.notify) not in skipped
-    ]
-    return sent, skipped, to_send
+        else:
+            to_send.append(r)
+            holds[r.alert_id] = received_from(r)
+    order = {id(r): i for i, r in enumerate(rows)}
+    to_send.sort(key=lambda a: order[id(a)])
+    return sent, skipped, to_send, holds
+
+
+def received_from(row: AlertRow) -> Received:
+    """What receivers hold once they take ``row``."""
+    return Received(
+        alert_id=row.alert_id,
+        rule=row.rule,
+        signal=row.signal,
+        metric=row.metric,
+        column_name=row.column_name,
+        slice_key=row.slice_key,
+        slice_value=row.slice_value,
+        window_start=row.window_start,
+        severity=row.severity,
+        notify=row.notify,
+        first_window_start=row.first_window_start,
+    )
 
 
 def _open_before(monitor: Monitor, candidates: Sequence[AlertRow], start: datetime | None) -> set[str]:
@@ -582,9 +591,8 @@ def notification_rows(
     """The ``notifications`` rows of one delivery: one per ``(alert row, kind)`` sent (``rule``, ``reopen``,
     ``retraction``), in sending order (``seq``).
 
-    ``received``: a sink whose severity floor admits the alert took it; a retraction counts only when every
-    such sink did, as it is not sent again otherwise (one that missed it still holds the alert open, so the
-    next judging run retracts it again)."""
+    ``received``: a sink whose severity floor admits the alert took it (what receivers hold is kept per
+    alert, not per sink)."""
     from lakemon.tracking.webhooks import took
 
     text = _delivery_text(delivery)
@@ -594,7 +602,7 @@ def notification_rows(
             s for s in cfg.alerts.sinks if SEVERITY_RANK.get(r.severity, 0) >= SEVERITY_RANK[s.min_severity]
         ]
         taken = [took(delivery.get(s.name), r, s.min_severity) for s in eligible]
-        received = all(taken) if kind == "retraction" else any(taken)
+        received = any(taken)
         out.append(
             {
                 "monitor": cfg.monitor,
