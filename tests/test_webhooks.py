@@ -146,8 +146,9 @@ def test_pagerduty_one_event_per_alert(monkeypatch):
 
 
 def test_what_receivers_hold_after_a_delivery_per_alert_and_sink(monkeypatch):
-    """``notifications.received``: a notification counts when one sink that admits it took it; PagerDuty's
-    events count one by one (one failed event is not the others' failure)."""
+    """``notifications.received``: a notification counts when one sink that admits it took it, a retraction
+    only when every such sink did; PagerDuty's events count one by one (one failed event is not the others'
+    failure)."""
     from types import SimpleNamespace
 
     from lakemon.tracking.record import notification_rows
@@ -179,7 +180,7 @@ def test_what_receivers_hold_after_a_delivery_per_alert_and_sink(monkeypatch):
         "bb": ("open", True, "rule", 0),
         "cc": ("open", True, "rule", 1),
         "dd": ("resolve", True, "rule", 2),
-        "aa": ("resolve", True, "retraction", 3),  # the hook took it (held per alert, not per sink)
+        "aa": ("resolve", False, "retraction", 3),  # PagerDuty still holds it open: retracted again later
     }
     assert [(n["alert_id"], n["received"]) for n in again] == [("aa", True)]
     assert "for the alert sent for window 2024-03-01T00:00:00" in alert_summary(retracted, "churn")

@@ -429,7 +429,11 @@ def evaluate_alerts(
         ]
         before = _open_before(monitor, unsure, stored.span_start) if unsure else set()
         retracted = retractions(*args, open_before=before, since=stored.span_start)
-        reopened = reopenings(held, states, [r for r in rows if r.window_start == newest], set())
+        reopened = [
+            r
+            for r in reopenings(held, states, [r for r in rows if r.window_start == newest], set())
+            if SEVERITY_RANK.get(r.severity, 0) >= floor
+        ]
         for r in retracted:
             log.info(
                 "[%s] retracting alert %s (%s): receivers hold it open (its notification of window %s), the "
@@ -591,8 +595,9 @@ def notification_rows(
     """The ``notifications`` rows of one delivery: one per ``(alert row, kind)`` sent (``rule``, ``reopen``,
     ``retraction``), in sending order (``seq``).
 
-    ``received``: a sink whose severity floor admits the alert took it (what receivers hold is kept per
-    alert, not per sink)."""
+    ``received``: a sink whose severity floor admits the alert took it; a retraction, every such sink (what
+    receivers hold is kept per alert, not per sink: the sinks that took a retraction another missed get it
+    again with the next one)."""
     from lakemon.tracking.webhooks import took
 
     text = _delivery_text(delivery)
@@ -602,7 +607,8 @@ def notification_rows(
             s for s in cfg.alerts.sinks if SEVERITY_RANK.get(r.severity, 0) >= SEVERITY_RANK[s.min_severity]
         ]
         taken = [took(delivery.get(s.name), r, s.min_severity) for s in eligible]
-        received = any(taken)
+        # a retraction no sink missed: one that did still holds the alert open, and the next run retracts again
+        received = all(taken) if kind == "retraction" else any(taken)
         out.append(
             {
                 "monitor": cfg.monitor,
