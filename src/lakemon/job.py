@@ -379,8 +379,12 @@ class Monitor:
         # the last SQL execution before the run (None: no SQL status store), and whether bytes_read is counted
         self._since: int | None = None
         self._bytes_counted = False
-        self.newest_computed: datetime | None = None  # the newest window of window_state (discovery)
-        self.computed_windows: list[datetime] = []  # every window of window_state
+        self.computed_windows: list[datetime] = []  # every window of window_state (discovery), sorted
+
+    @property
+    def newest_computed(self) -> datetime | None:
+        """The newest window an earlier run computed (what Prometheus shows; a backfill must not replace it)."""
+        return self.computed_windows[-1] if self.computed_windows else None
 
     # ------------------------------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -555,8 +559,6 @@ class Monitor:
             )
             facts, labels_watermark, labels_at_watermark = discovered
             result.discovery = self.discovery
-            # the newest window an earlier run computed (what Prometheus shows; a backfill must not replace it)
-            self.newest_computed = max(state) if state else None
             self.computed_windows = sorted(state)
             plan = plan_windows(
                 facts, state, self.window, self.as_of, start=cfg.start, backfill=self.backfill

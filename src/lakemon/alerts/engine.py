@@ -493,25 +493,22 @@ def retractions(
             and r.alert_id not in notified
             and (state.open_since(since) or r.alert_id not in open_before)
         ):
+            # the alert as receivers hold it, resolved at the newest window
+            held = {f.name: getattr(r, f.name) for f in dataclasses.fields(r)}
+            held.update(
+                window_start=ws,
+                first_window_start=r.first_window_start or r.window_start,
+                notify=NOTIFY_RESOLVE,
+            )
             out.append(
                 AlertRow(
-                    window_start=ws,
+                    **held,
                     window_end=we,
-                    slice_key=r.slice_key,
-                    slice_value=r.slice_value,
-                    alert_id=r.alert_id,
-                    rule=r.rule,
-                    signal=r.signal,
-                    metric=r.metric,
-                    column_name=r.column_name,
                     value=None,
                     threshold=None,
-                    severity=r.severity,
                     status=RESOLVED,
                     consecutive_windows=0,
-                    first_window_start=r.first_window_start or r.window_start,
                     last_window_start=r.window_start,
-                    notify=NOTIFY_RESOLVE,
                 )
             )
     return sorted(out, key=lambda a: a.alert_id)

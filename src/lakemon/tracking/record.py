@@ -542,19 +542,7 @@ def plan_sends(
 
 def received_from(row: AlertRow) -> Received:
     """What receivers hold once they take ``row``."""
-    return Received(
-        alert_id=row.alert_id,
-        rule=row.rule,
-        signal=row.signal,
-        metric=row.metric,
-        column_name=row.column_name,
-        slice_key=row.slice_key,
-        slice_value=row.slice_value,
-        window_start=row.window_start,
-        severity=row.severity,
-        notify=row.notify,
-        first_window_start=row.first_window_start,
-    )
+    return Received(**{f.name: getattr(row, f.name) for f in dataclasses.fields(Received)})
 
 
 def _open_before(monitor: Monitor, candidates: Sequence[AlertRow], start: datetime | None) -> set[str]:
